@@ -1,0 +1,42 @@
+//! Validated domain types: parse, don't validate.
+//!
+//! Every type here has a private field and a `parse` constructor, so a value that exists is
+//! valid. HTTP adapters parse raw input at the edge; the rest of the code takes these types.
+
+mod escape;
+mod limits;
+mod message;
+mod origin;
+mod ticket;
+mod time;
+mod traits;
+mod visitor;
+
+pub use escape::html_escape;
+pub use limits::{Limit, RateLimits};
+pub use message::{AuthorName, AuthorType, ClientMessageId, MessageContent};
+pub use origin::AllowedDomains;
+pub use ticket::{assign_created_at, TicketStatus};
+pub use time::{format_offset, format_utc, parse_timestamp, truncate_to_micros};
+pub use traits::Traits;
+pub use visitor::{DistinctId, VisitorKey};
+
+/// A refused input, naming the field so a client can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// The request field that failed, as the client spelled it.
+    pub field: String,
+    /// A sentence for a person saying what is wrong.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// Builds an error for `field`; used by every parser in this module.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

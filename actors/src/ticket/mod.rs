@@ -1,0 +1,41 @@
+//! Tickets: one [`TicketActor`] per live ticket, serializing its appends, and the
+//! [`TicketSupervisor`] with its registry ([`Tickets`]) that spawns, restarts and evicts them.
+
+mod actor;
+mod recent;
+mod supervisor;
+
+pub use actor::{Append, Appended, Drain, ReadMessages, TicketActor, TicketPage};
+pub use recent::Recent;
+pub use supervisor::{TicketConfig, TicketSupervisor, Tickets};
+
+/// Why a ticket operation was refused; the HTTP layer maps each to the contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// No such ticket for this team (also: another team's ticket).
+    #[error("ticket not found")]
+    NotFound,
+    /// The ticket belongs to another visitor key.
+    #[error("ticket belongs to another visitor")]
+    Forbidden,
+    /// The ticket's queue or mailbox is full: shed load.
+    #[error("ticket is overloaded")]
+    Overloaded,
+    /// The database could not be reached in time.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<crate::store::StoreError> for TicketError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            S::NotFound => TicketError::NotFound,
+            S::Unavailable(m) => TicketError::Unavailable(m),
+            S::Internal(m) => TicketError::Internal(m),
+        }
+    }
+}

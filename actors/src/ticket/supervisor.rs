@@ -1,0 +1,261 @@
+//! The ticket actors' lifecycle. [`Tickets`] is the handle HTTP handlers hold: it finds the
+//! actor of a ticket in a shared registry (so the supervisor's mailbox is no global
+//! bottleneck), spawns it on first use — after loading the ticket once, scoped by team, so a
+//! stranger's random ids never create actors — under actix's `Supervisor`, which restarts it
+//! after a fault. Actors evict themselves when idle. The [`TicketSupervisor`] actor sweeps
+//! the registry and drains every ticket at shutdown.
+
+use super::actor::{Append, Appended, Drain, ReadMessages, TicketActor, TicketPage};
+use super::{Recent, TicketError};
+use crate::domain::VisitorKey;
+use crate::stats::{ActorStats, ActorStatsSnapshot};
+use crate::store::{NewMessage, NewTicket, Opened, Store, StoreError};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Bounds and timings of ticket actors.
+#[derive(Debug, Clone)]
+pub struct TicketConfig {
+    /// Mailbox bound per ticket actor.
+    pub mailbox_capacity: usize,
+    /// Appends a ticket may hold queued before refusing with "overloaded".
+    pub max_pending: usize,
+    /// Most appends committed in one transaction.
+    pub max_batch: usize,
+    /// Idle time after which a ticket actor stops.
+    pub idle_after: Duration,
+    /// Longest a write transaction may take before it counts as failed.
+    pub write_timeout: Duration,
+    /// Longest a request waits for a ticket actor's answer.
+    pub request_timeout: Duration,
+    /// Recent messages kept per ticket for polling from memory.
+    pub recent_capacity: usize,
+}
+
+impl Default for TicketConfig {
+    fn default() -> Self {
+        Self {
+            mailbox_capacity: 256,
+            max_pending: 512,
+            max_batch: 128,
+            idle_after: Duration::from_secs(300),
+            write_timeout: Duration::from_millis(1500),
+            request_timeout: Duration::from_millis(1900),
+            recent_capacity: 8,
+        }
+    }
+}
+
+/// What every ticket actor and the handle share.
+pub(super) struct Shared {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) registry: DashMap<Uuid, Addr<TicketActor>>,
+    pub(super) stats: ActorStats,
+    pub(super) config: TicketConfig,
+}
+
+/// The handle to every ticket: open, append, read, drain. Cheap to clone.
+#[derive(Clone)]
+pub struct Tickets {
+    shared: Arc<Shared>,
+    supervisor: Addr<TicketSupervisor>,
+}
+
+impl Tickets {
+    /// Starts the supervisor on the current actix arbiter.
+    pub fn start(store: Arc<dyn Store>, config: TicketConfig) -> Self {
+        let shared = Arc::new(Shared {
+            store,
+            registry: DashMap::new(),
+            stats: ActorStats::default(),
+            config,
+        });
+        let supervisor = TicketSupervisor {
+            shared: Arc::clone(&shared),
+        }
+        .start();
+        Self { shared, supervisor }
+    }
+
+    /// Counters of the ticket actors, for `/api/ops/actors` and metrics.
+    pub fn stats(&self) -> ActorStatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Whether a live actor holds this ticket (tests of eviction use it).
+    pub fn is_live(&self, ticket_id: Uuid) -> bool {
+        self.shared
+            .registry
+            .get(&ticket_id)
+            .is_some_and(|a| a.connected())
+    }
+
+    /// Opens a ticket with its first message; the new ticket's actor starts with that
+    /// message in memory, since its widget polls right after.
+    pub async fn open(&self, ticket: NewTicket) -> Result<Opened, TicketError> {
+        let store = Arc::clone(&self.shared.store);
+        let opened = self.bounded(store.open_ticket(ticket)).await??;
+        if let Opened::Created { ticket, message } = &opened {
+            let mut recent = Recent::unknown(self.shared.config.recent_capacity);
+            recent.extend(None, vec![message.clone()]);
+            self.spawn(ticket.clone(), recent);
+        }
+        Ok(opened)
+    }
+
+    /// Appends a message through the ticket's actor, which orders and group-commits it.
+    pub async fn append(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<VisitorKey>,
+        message: NewMessage,
+    ) -> Result<Appended, TicketError> {
+        let addr = self.actor(team_id, ticket_id).await?;
+        let msg = Append {
+            team_id,
+            visitor,
+            message,
+        };
+        self.ask(addr, msg).await?
+    }
+
+    /// Reads messages strictly after `after` through the ticket's actor.
+    pub async fn read(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<VisitorKey>,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+        include_private: bool,
+    ) -> Result<TicketPage, TicketError> {
+        let addr = self.actor(team_id, ticket_id).await?;
+        let msg = ReadMessages {
+            team_id,
+            visitor,
+            after,
+            limit,
+            include_private,
+        };
+        self.ask(addr, msg).await?
+    }
+
+    /// Lets every ticket actor commit what it has queued; new appends are refused.
+    pub async fn drain(&self) {
+        let _ = self.supervisor.send(DrainAll).await;
+    }
+
+    async fn ask<M>(&self, addr: Addr<TicketActor>, msg: M) -> Result<M::Result, TicketError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        TicketActor: Handler<M>,
+    {
+        match addr.send(msg).timeout(self.shared.config.request_timeout).await {
+            Ok(res) => Ok(res),
+            Err(MailboxError::Timeout) => {
+                self.shared.stats.dropped();
+                Err(TicketError::Overloaded)
+            }
+            Err(MailboxError::Closed) => {
+                Err(TicketError::Unavailable("ticket actor stopped".into()))
+            }
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<Result<T, TicketError>, TicketError> {
+        match tokio::time::timeout(self.shared.config.write_timeout, fut).await {
+            Ok(res) => Ok(res.map_err(TicketError::from)),
+            Err(_) => Err(TicketError::Unavailable("database timed out".into())),
+        }
+    }
+
+    /// The live actor of a ticket, spawning it after loading the ticket if there is none.
+    async fn actor(&self, team_id: Uuid, ticket_id: Uuid) -> Result<Addr<TicketActor>, TicketError> {
+        let live = self
+            .shared
+            .registry
+            .get(&ticket_id)
+            .map(|a| a.value().clone());
+        if let Some(addr) = live.filter(Addr::connected) {
+            return Ok(addr);
+        }
+        let store = Arc::clone(&self.shared.store);
+        let state = self
+            .bounded(store.load_ticket(team_id, ticket_id))
+            .await??
+            .ok_or(TicketError::NotFound)?;
+        let recent = Recent::at_tail(self.shared.config.recent_capacity, state.last_created_at);
+        Ok(self.spawn(state, recent))
+    }
+
+    fn spawn(&self, state: crate::store::TicketState, recent: Recent) -> Addr<TicketActor> {
+        let id = state.id;
+        let shared = Arc::clone(&self.shared);
+        let start = move || actix::Supervisor::start(move |_| TicketActor::new(state, recent, shared));
+        // Starting an actor is synchronous: no await happens while the entry is held.
+        match self.shared.registry.entry(id) {
+            Entry::Occupied(e) if e.get().connected() => e.get().clone(),
+            Entry::Occupied(mut e) => {
+                let addr = start();
+                e.insert(addr.clone());
+                addr
+            }
+            Entry::Vacant(v) => v.insert(start()).clone(),
+        }
+    }
+}
+
+/// Sweeps the registry of dead entries and drains all tickets at shutdown.
+pub struct TicketSupervisor {
+    shared: Arc<Shared>,
+}
+
+/// Drains every live ticket actor; answers when all have committed their queues.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct DrainAll;
+
+impl Actor for TicketSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(16);
+        ctx.run_interval(Duration::from_secs(30), |act, _| {
+            act.shared.registry.retain(|_, addr| addr.connected());
+        });
+    }
+}
+
+impl Handler<DrainAll> for TicketSupervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: DrainAll, _: &mut Self::Context) -> Self::Result {
+        let addrs: Vec<Addr<TicketActor>> =
+            self.shared.registry.iter().map(|e| e.value().clone()).collect();
+        Box::pin(async move {
+            let drains = addrs.into_iter().map(|a| async move {
+                let _ = a.send(Drain).await;
+            });
+            futures_join_all(drains).await;
+        })
+    }
+}
+
+/// Awaits every future; a tiny stand-in to avoid a dependency for one call.
+async fn futures_join_all<F: std::future::Future<Output = ()> + 'static>(futs: impl IntoIterator<Item = F>) {
+    let mut set = tokio::task::JoinSet::new();
+    for f in futs {
+        set.spawn_local(f);
+    }
+    while set.join_next().await.is_some() {}
+}
