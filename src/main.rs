@@ -1,1 +1,46 @@
-fn main(){}
+//! The `colloquy` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+use colloquy::config::{Cli, Command, DatabaseSettings, LogFormat, Settings, TeamCommand};
+use colloquy::{startup, store, teams, telemetry};
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("colloquy: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::from_args(&args)?;
+            telemetry::init(settings.log_format);
+            let app = startup::Application::build(settings).await?;
+            app.run_until_stopped().await
+        }
+        Command::Migrate(args) => {
+            telemetry::init(LogFormat::Text);
+            let db = DatabaseSettings::from_args(&args)?;
+            store::migrate(&db.config).await
+        }
+        Command::Team(TeamCommand::Create {
+            name,
+            if_not_exists,
+            database,
+        }) => {
+            let db = DatabaseSettings::from_args(&database)?;
+            store::migrate(&db.config).await?;
+            let pool = store::connect(&db)?;
+            let store = store::PgStore::new(pool);
+            let created = teams::create_from_cli(&store, &name, if_not_exists).await?;
+            println!("{}", serde_json::to_string_pretty(&created)?);
+            Ok(())
+        }
+    }
+}

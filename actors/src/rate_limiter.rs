@@ -187,7 +187,11 @@ impl RateLimiters {
     /// Checks `checks` against `team_id`'s limiter, starting it on first use.
     pub async fn check(&self, team_id: Uuid, checks: Vec<RateCheck>) -> Result<(), AdmissionError> {
         let addr = self.limiter(team_id);
-        match addr.send(CheckRate { checks }).timeout(Duration::from_secs(1)).await {
+        match addr
+            .send(CheckRate { checks })
+            .timeout(Duration::from_secs(1))
+            .await
+        {
             Ok(res) => res.map_err(AdmissionError::from),
             Err(_) => {
                 self.stats.dropped();
@@ -260,7 +264,10 @@ mod tests {
                 admitted += 1;
             }
         }
-        assert_eq!(admitted, 10, "in 60 s after exhaustion, exactly the sustained rate");
+        assert_eq!(
+            admitted, 10,
+            "in 60 s after exhaustion, exactly the sustained rate"
+        );
     }
 
     #[test]
@@ -281,7 +288,11 @@ mod tests {
         let refused = rl.check(&checks, Duration::ZERO).unwrap_err();
         assert_eq!(refused.tier, Tier::MessageDistinctId);
         let ip_tat = rl.tats[&(Tier::MessageIp, "k".to_string())];
-        assert_eq!(ip_tat, Duration::from_millis(600), "only the admitted request was charged");
+        assert_eq!(
+            ip_tat,
+            Duration::from_millis(600),
+            "only the admitted request was charged"
+        );
     }
 
     #[actix_rt::test]
@@ -307,7 +318,13 @@ mod tests {
                 ok += 1;
             }
         }
-        assert_eq!(ok, 50, "exactly the burst is admitted, however the requests interleave");
-        assert!(limiters.check(b, checks()).await.is_ok(), "team b has its own budget");
+        assert_eq!(
+            ok, 50,
+            "exactly the burst is admitted, however the requests interleave"
+        );
+        assert!(
+            limiters.check(b, checks()).await.is_ok(),
+            "team b has its own budget"
+        );
     }
 }

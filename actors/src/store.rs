@@ -179,8 +179,11 @@ pub enum StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Loads a ticket's state, or `None` if the team has no such ticket.
-    async fn load_ticket(&self, team_id: Uuid, ticket_id: Uuid)
-        -> Result<Option<TicketState>, StoreError>;
+    async fn load_ticket(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<Option<TicketState>, StoreError>;
 
     /// Opens a ticket with its first message in one transaction.
     async fn open_ticket(&self, ticket: NewTicket) -> Result<Opened, StoreError>;

@@ -89,16 +89,17 @@ pub struct Rules {
 impl Rules {
     /// Applies the rules to one observation at `now`, returning the flags it raises.
     pub fn observe(&mut self, obs: &Observation, now: Instant) -> Vec<SuspicionFlag> {
-        let flag = |team_id, ticket_id, distinct_id, ip, reason, score, detail: String| SuspicionFlag {
-            team_id,
-            ticket_id,
-            distinct_id,
-            ip: Some(ip),
-            reason,
-            score,
-            detail,
-            observed_at: Utc::now(),
-        };
+        let flag =
+            |team_id, ticket_id, distinct_id, ip, reason, score, detail: String| SuspicionFlag {
+                team_id,
+                ticket_id,
+                distinct_id,
+                ip: Some(ip),
+                reason,
+                score,
+                detail,
+                observed_at: Utc::now(),
+            };
         match obs {
             Observation::Honeypot {
                 team_id,
@@ -155,7 +156,11 @@ impl Rules {
                         *ip,
                         "rate_limited",
                         50,
-                        format!("{} rate-limit refusals ({}) within 10 minutes", window.len(), tier.as_str()),
+                        format!(
+                            "{} rate-limit refusals ({}) within 10 minutes",
+                            window.len(),
+                            tier.as_str()
+                        ),
                     )]
                 } else {
                     Vec::new()
@@ -183,7 +188,10 @@ impl Rules {
 }
 
 fn prune<T>(window: &mut VecDeque<T>, now: Instant, at: impl Fn(&T) -> Instant) {
-    while window.front().is_some_and(|e| now.duration_since(at(e)) > WINDOW) {
+    while window
+        .front()
+        .is_some_and(|e| now.duration_since(at(e)) > WINDOW)
+    {
         window.pop_front();
     }
     while window.len() > 64 {
@@ -260,7 +268,9 @@ impl Actor for SuspicionDetector {
         self.stats.started();
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(Duration::from_millis(500), |act, ctx| act.write(ctx));
-        ctx.run_interval(Duration::from_secs(60), |act, _| act.rules.sweep(Instant::now()));
+        ctx.run_interval(Duration::from_secs(60), |act, _| {
+            act.rules.sweep(Instant::now())
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -289,13 +299,15 @@ impl Handler<FlushFlags> for SuspicionDetector {
     fn handle(&mut self, _: FlushFlags, _: &mut Self::Context) -> Self::Result {
         let flags = std::mem::take(&mut self.unwritten);
         let store = Arc::clone(&self.store);
-        Box::pin(async move { store.record_flags(&flags).await }.into_actor(self).map(
-            |res, act, _| {
-                if res.is_err() {
-                    act.stats.error();
-                }
-            },
-        ))
+        Box::pin(
+            async move { store.record_flags(&flags).await }
+                .into_actor(self)
+                .map(|res, act, _| {
+                    if res.is_err() {
+                        act.stats.error();
+                    }
+                }),
+        )
     }
 }
 
@@ -337,7 +349,11 @@ mod tests {
     fn honeypot_hits_are_flagged_at_once() {
         let mut r = Rules::default();
         let flags = r.observe(
-            &Observation::Honeypot { team_id: Uuid::nil(), ip: ip(), distinct_id: None },
+            &Observation::Honeypot {
+                team_id: Uuid::nil(),
+                ip: ip(),
+                distinct_id: None,
+            },
             Instant::now(),
         );
         assert_eq!(flags.len(), 1);
@@ -359,8 +375,14 @@ mod tests {
         assert!(r.observe(&msg("something else"), now).is_empty());
         assert!(r.observe(&msg("buy   NOW"), now).is_empty());
         let flags = r.observe(&msg("BUY now"), now);
-        assert_eq!(flags.iter().map(|f| f.reason).collect::<Vec<_>>(), ["repeated_message"]);
-        assert!(r.observe(&msg("buy now"), now).is_empty(), "flagged once, not on every repeat");
+        assert_eq!(
+            flags.iter().map(|f| f.reason).collect::<Vec<_>>(),
+            ["repeated_message"]
+        );
+        assert!(
+            r.observe(&msg("buy now"), now).is_empty(),
+            "flagged once, not on every repeat"
+        );
     }
 
     #[test]

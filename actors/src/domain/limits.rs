@@ -78,11 +78,19 @@ impl RateLimits {
     /// not integers in 1..=100,000,000 are refused, naming the key.
     pub fn merge_json(&self, value: &Value) -> Result<Self, ValidationError> {
         let Value::Object(patch) = value else {
-            return Err(ValidationError::new("rate_limits", "rate_limits must be an object"));
+            return Err(ValidationError::new(
+                "rate_limits",
+                "rate_limits must be an object",
+            ));
         };
         let mut current = match serde_json::to_value(self) {
             Ok(Value::Object(m)) => m,
-            _ => return Err(ValidationError::new("rate_limits", "rate_limits are invalid")),
+            _ => {
+                return Err(ValidationError::new(
+                    "rate_limits",
+                    "rate_limits are invalid",
+                ))
+            }
         };
         for (key, v) in patch {
             if !current.contains_key(key) {
@@ -129,8 +137,17 @@ mod tests {
             d.merge_json(&json!({"per_second": 1})).unwrap_err().field,
             "rate_limits.per_second"
         );
-        for bad in [json!(0), json!(-1), json!(1.5), json!("10"), json!(null), json!(1u64 << 40)] {
-            assert!(d.merge_json(&json!({"message_ip_per_minute": bad})).is_err());
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!("10"),
+            json!(null),
+            json!(1u64 << 40),
+        ] {
+            assert!(d
+                .merge_json(&json!({"message_ip_per_minute": bad}))
+                .is_err());
         }
         assert!(d.merge_json(&json!([1])).is_err());
     }

@@ -154,7 +154,11 @@ mod tests {
 
     #[test]
     fn keeps_emoji_sql_and_html_verbatim() {
-        for raw in ["👋🏽 𝕳𝖊𝖑𝖑𝖔", "'; DROP TABLE messages; --", "<img src=x onerror=alert(1)>"] {
+        for raw in [
+            "👋🏽 𝕳𝖊𝖑𝖑𝖔",
+            "'; DROP TABLE messages; --",
+            "<img src=x onerror=alert(1)>",
+        ] {
             assert_eq!(MessageContent::parse(raw, "message").unwrap().as_str(), raw);
         }
     }

@@ -98,26 +98,43 @@ mod tests {
         for s in TicketStatus::ALL {
             assert_eq!(TicketStatus::parse(s.as_str(), "status"), Ok(s));
         }
-        assert_eq!(TicketStatus::parse("closed", "status").unwrap_err().field, "status");
+        assert_eq!(
+            TicketStatus::parse("closed", "status").unwrap_err().field,
+            "status"
+        );
     }
 
     #[test]
     fn a_customer_message_reopens_only_resolved_tickets() {
-        assert_eq!(TicketStatus::Resolved.after_customer_message(), TicketStatus::Open);
-        for s in [TicketStatus::New, TicketStatus::Open, TicketStatus::Pending, TicketStatus::OnHold] {
+        assert_eq!(
+            TicketStatus::Resolved.after_customer_message(),
+            TicketStatus::Open
+        );
+        for s in [
+            TicketStatus::New,
+            TicketStatus::Open,
+            TicketStatus::Pending,
+            TicketStatus::OnHold,
+        ] {
             assert_eq!(s.after_customer_message(), s);
         }
     }
 
     #[test]
     fn uses_the_clock_when_it_is_ahead() {
-        assert_eq!(assign_created_at(at(100), Some(at(50)), 2), vec![at(100), at(101)]);
+        assert_eq!(
+            assign_created_at(at(100), Some(at(50)), 2),
+            vec![at(100), at(101)]
+        );
         assert_eq!(assign_created_at(at(100), None, 1), vec![at(100)]);
     }
 
     #[test]
     fn stays_after_the_last_message_when_the_clock_lags() {
-        assert_eq!(assign_created_at(at(40), Some(at(50)), 3), vec![at(51), at(52), at(53)]);
+        assert_eq!(
+            assign_created_at(at(40), Some(at(50)), 3),
+            vec![at(51), at(52), at(53)]
+        );
         assert_eq!(assign_created_at(at(50), Some(at(50)), 1), vec![at(51)]);
     }
 

@@ -47,13 +47,25 @@ mod tests {
     fn round_trips_the_offset_spelling_even_when_plus_became_space() {
         let t = parse_timestamp("2026-01-01T12:00:00.123456Z", "after").unwrap();
         assert_eq!(parse_timestamp(&format_offset(t), "after").unwrap(), t);
-        assert_eq!(parse_timestamp("2026-01-01T12:00:00.123456 00:00", "after").unwrap(), t);
-        assert_eq!(parse_timestamp("2026-01-01T14:00:00.123456+02:00", "after").unwrap(), t);
+        assert_eq!(
+            parse_timestamp("2026-01-01T12:00:00.123456 00:00", "after").unwrap(),
+            t
+        );
+        assert_eq!(
+            parse_timestamp("2026-01-01T14:00:00.123456+02:00", "after").unwrap(),
+            t
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "1e308", "2026-01-01"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "1e308",
+            "2026-01-01",
+        ] {
             assert_eq!(parse_timestamp(bad, "after").unwrap_err().field, "after");
         }
     }
@@ -61,6 +73,9 @@ mod tests {
     #[test]
     fn truncation_keeps_microseconds() {
         let t = parse_timestamp("2026-01-01T12:00:00.123456789Z", "after").unwrap();
-        assert_eq!(format_utc(truncate_to_micros(t)), "2026-01-01T12:00:00.123456Z");
+        assert_eq!(
+            format_utc(truncate_to_micros(t)),
+            "2026-01-01T12:00:00.123456Z"
+        );
     }
 }

@@ -14,7 +14,10 @@ impl Traits {
             return Err(ValidationError::new(FIELD, "traits must be an object"));
         };
         if map.len() > 50 {
-            return Err(ValidationError::new(FIELD, "traits may have at most 50 keys"));
+            return Err(ValidationError::new(
+                FIELD,
+                "traits may have at most 50 keys",
+            ));
         }
         for (key, v) in map {
             let n = key.chars().count();

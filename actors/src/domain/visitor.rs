@@ -55,6 +55,12 @@ impl DistinctId {
         Ok(Self(value.to_owned()))
     }
 
+    /// Rebuilds an id read back from our own database, where only parsed ids are written;
+    /// re-checking would make a later rule change lock visitors out of old tickets.
+    pub fn from_stored(stored: String) -> Self {
+        Self(stored)
+    }
+
     /// The validated text, for storage and comparison.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -110,8 +116,20 @@ mod tests {
     fn rejects_empty_long_spaced_and_guessable_ids() {
         let long = "x".repeat(150) + &"y".repeat(51);
         for bad in [
-            "", "   ", "1", "test", "TEST", "null", "undefined", "anonymous", "aaaa", "0000",
-            "a b", "a\tb", "a\u{0}b", &long,
+            "",
+            "   ",
+            "1",
+            "test",
+            "TEST",
+            "null",
+            "undefined",
+            "anonymous",
+            "aaaa",
+            "0000",
+            "a b",
+            "a\tb",
+            "a\u{0}b",
+            &long,
         ] {
             let err = DistinctId::parse(bad).expect_err(bad);
             assert_eq!(err.field, "distinct_id");

@@ -230,7 +230,12 @@ impl Actor for TicketActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.shared.stats.started();
         ctx.set_mailbox_capacity(self.shared.config.mailbox_capacity);
-        let every = self.shared.config.idle_after.max(std::time::Duration::from_millis(10)) / 2;
+        let every = self
+            .shared
+            .config
+            .idle_after
+            .max(std::time::Duration::from_millis(10))
+            / 2;
         ctx.run_interval(every, |act, ctx| act.check_idle(ctx));
         // Appends that queued while a restart was under way are written now.
         self.flush(ctx);
@@ -306,7 +311,13 @@ impl Handler<ReadMessages> for TicketActor {
         let (team_id, ticket_id) = (self.state.team_id, self.state.id);
         Box::pin(async move {
             let page = store
-                .page_messages(team_id, ticket_id, msg.after, msg.limit, msg.include_private)
+                .page_messages(
+                    team_id,
+                    ticket_id,
+                    msg.after,
+                    msg.limit,
+                    msg.include_private,
+                )
                 .await?;
             Ok(TicketPage {
                 status,

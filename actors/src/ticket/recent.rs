@@ -116,8 +116,14 @@ mod tests {
         let r = Recent::at_tail(8, Some(at(10)));
         let p = r.page(Some(at(10)), 50, false).unwrap();
         assert!(p.messages.is_empty() && !p.has_more);
-        assert!(r.page(Some(at(9)), 50, false).is_none(), "before the floor: ask the database");
-        assert!(r.page(None, 50, false).is_none(), "whole history: ask the database");
+        assert!(
+            r.page(Some(at(9)), 50, false).is_none(),
+            "before the floor: ask the database"
+        );
+        assert!(
+            r.page(None, 50, false).is_none(),
+            "whole history: ask the database"
+        );
     }
 
     #[test]
@@ -139,16 +145,28 @@ mod tests {
         r.extend(Some(at(10)), vec![msg(11, false)]);
         // Someone else appended at 12; our next batch sees prev tail 12.
         r.extend(Some(at(12)), vec![msg(13, false)]);
-        assert!(r.page(Some(at(11)), 50, false).is_none(), "12 is unknown here");
-        assert_eq!(times(&r.page(Some(at(12)), 50, false).unwrap()), vec![at(13)]);
+        assert!(
+            r.page(Some(at(11)), 50, false).is_none(),
+            "12 is unknown here"
+        );
+        assert_eq!(
+            times(&r.page(Some(at(12)), 50, false).unwrap()),
+            vec![at(13)]
+        );
     }
 
     #[test]
     fn overflow_raises_the_floor() {
         let mut r = Recent::at_tail(2, Some(at(10)));
-        r.extend(Some(at(10)), vec![msg(11, false), msg(12, false), msg(13, false)]);
+        r.extend(
+            Some(at(10)),
+            vec![msg(11, false), msg(12, false), msg(13, false)],
+        );
         assert!(r.page(Some(at(10)), 50, false).is_none());
-        assert_eq!(times(&r.page(Some(at(11)), 50, false).unwrap()), vec![at(12), at(13)]);
+        assert_eq!(
+            times(&r.page(Some(at(11)), 50, false).unwrap()),
+            vec![at(12), at(13)]
+        );
     }
 
     #[test]
@@ -157,6 +175,9 @@ mod tests {
         r.invalidate();
         assert!(r.page(Some(at(10)), 50, false).is_none());
         r.extend(Some(at(15)), vec![msg(16, false)]);
-        assert_eq!(times(&r.page(Some(at(15)), 50, false).unwrap()), vec![at(16)]);
+        assert_eq!(
+            times(&r.page(Some(at(15)), 50, false).unwrap()),
+            vec![at(16)]
+        );
     }
 }

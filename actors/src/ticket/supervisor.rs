@@ -157,7 +157,11 @@ impl Tickets {
         M::Result: Send,
         TicketActor: Handler<M>,
     {
-        match addr.send(msg).timeout(self.shared.config.request_timeout).await {
+        match addr
+            .send(msg)
+            .timeout(self.shared.config.request_timeout)
+            .await
+        {
             Ok(res) => Ok(res),
             Err(MailboxError::Timeout) => {
                 self.shared.stats.dropped();
@@ -180,7 +184,11 @@ impl Tickets {
     }
 
     /// The live actor of a ticket, spawning it after loading the ticket if there is none.
-    async fn actor(&self, team_id: Uuid, ticket_id: Uuid) -> Result<Addr<TicketActor>, TicketError> {
+    async fn actor(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<Addr<TicketActor>, TicketError> {
         let live = self
             .shared
             .registry
@@ -201,7 +209,8 @@ impl Tickets {
     fn spawn(&self, state: crate::store::TicketState, recent: Recent) -> Addr<TicketActor> {
         let id = state.id;
         let shared = Arc::clone(&self.shared);
-        let start = move || actix::Supervisor::start(move |_| TicketActor::new(state, recent, shared));
+        let start =
+            move || actix::Supervisor::start(move |_| TicketActor::new(state, recent, shared));
         // Starting an actor is synchronous: no await happens while the entry is held.
         match self.shared.registry.entry(id) {
             Entry::Occupied(e) if e.get().connected() => e.get().clone(),
@@ -240,8 +249,12 @@ impl Handler<DrainAll> for TicketSupervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: DrainAll, _: &mut Self::Context) -> Self::Result {
-        let addrs: Vec<Addr<TicketActor>> =
-            self.shared.registry.iter().map(|e| e.value().clone()).collect();
+        let addrs: Vec<Addr<TicketActor>> = self
+            .shared
+            .registry
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
         Box::pin(async move {
             let drains = addrs.into_iter().map(|a| async move {
                 let _ = a.send(Drain).await;
@@ -252,7 +265,9 @@ impl Handler<DrainAll> for TicketSupervisor {
 }
 
 /// Awaits every future; a tiny stand-in to avoid a dependency for one call.
-async fn futures_join_all<F: std::future::Future<Output = ()> + 'static>(futs: impl IntoIterator<Item = F>) {
+async fn futures_join_all<F: std::future::Future<Output = ()> + 'static>(
+    futs: impl IntoIterator<Item = F>,
+) {
     let mut set = tokio::task::JoinSet::new();
     for f in futs {
         set.spawn_local(f);

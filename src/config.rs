@@ -1,0 +1,242 @@
+//! Settings from the environment or flags, validated once at start so a mistake is reported
+//! in one clear sentence before anything listens.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// The `colloquy` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "colloquy",
+    version,
+    about = "Backend for an embeddable customer-support chat widget"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Migrate the database, then serve HTTP until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Apply the SQL migrations in sql/ and exit.
+    Migrate(DatabaseArgs),
+    /// Manage teams (tenants).
+    #[command(subcommand)]
+    Team(TeamCommand),
+}
+
+/// Team subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TeamCommand {
+    /// Create a team and print it as JSON (its secret key is shown only now).
+    Create {
+        /// The team's name.
+        #[arg(long)]
+        name: String,
+        /// Print the existing team of that name instead of creating a second one.
+        #[arg(long)]
+        if_not_exists: bool,
+        /// Database settings.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/colloquy
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Connections in the pool; ~8 is best on 2 cores (more only adds contention).
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
+    pub database_pool_size: usize,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Bearer token for the administration API (POST /api/teams, /api/ops/…); unset disables it.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// Validated database settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// Parsed connection settings.
+    pub config: tokio_postgres::Config,
+    /// Pool size.
+    pub pool_size: usize,
+}
+
+impl DatabaseSettings {
+    /// Validates the URL and pool size.
+    pub fn from_args(args: &DatabaseArgs) -> anyhow::Result<Self> {
+        let config = tokio_postgres::Config::from_str(&args.database_url).with_context(|| {
+            "DATABASE_URL is not a valid PostgreSQL URL (expected postgres://user@host:port/dbname)"
+        })?;
+        if config.get_dbname().is_none() {
+            bail!("DATABASE_URL must name a database, e.g. postgres://postgres@127.0.0.1:5432/colloquy");
+        }
+        if !(1..=256).contains(&args.database_pool_size) {
+            bail!("DATABASE_POOL_SIZE must be between 1 and 256");
+        }
+        Ok(Self {
+            config,
+            pool_size: args.database_pool_size,
+        })
+    }
+}
+
+/// Validated `serve` settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Database.
+    pub database: DatabaseSettings,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Admin bearer token, if the admin API is enabled.
+    pub admin_token: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// HTTP workers.
+    pub workers: Option<usize>,
+}
+
+impl Settings {
+    /// Validates every setting, naming the one that is wrong.
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let database = DatabaseSettings::from_args(&args.database)?;
+        let bind = SocketAddr::from_str(args.bind.trim()).with_context(|| {
+            format!("BIND={:?} is not an address like 127.0.0.1:8080", args.bind)
+        })?;
+        let admin_token = match args.admin_token.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t) if t.len() < 16 => bail!("ADMIN_TOKEN must be at least 16 characters"),
+            Some(t) => Some(t.to_owned()),
+        };
+        let trusted_proxies = parse_trusted_proxies(&args.trusted_proxies)?;
+        if args.workers == Some(0) {
+            bail!("WORKERS must be at least 1");
+        }
+        Ok(Self {
+            database,
+            bind,
+            admin_token,
+            trusted_proxies,
+            log_format: args.log_format,
+            workers: args.workers,
+        })
+    }
+}
+
+/// Parses `10.0.0.1, 10.1.0.0/16, ::1` into networks; a bare IP is a /32 or /128.
+pub fn parse_trusted_proxies(raw: &str) -> anyhow::Result<Vec<IpNet>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            IpNet::from_str(s)
+                .or_else(|_| IpAddr::from_str(s).map(IpNet::from))
+                .with_context(|| {
+                    format!("TRUSTED_PROXIES entry {s:?} is not an IP address or CIDR")
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
+        let mut a = ServeArgs {
+            database: DatabaseArgs {
+                database_url: "postgres://postgres@127.0.0.1:5432/colloquy".into(),
+                database_pool_size: 8,
+            },
+            bind: "127.0.0.1:8080".into(),
+            admin_token: None,
+            trusted_proxies: String::new(),
+            log_format: LogFormat::Text,
+            workers: None,
+        };
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::from_args(&args(|_| {})).unwrap();
+        assert_eq!(s.bind.port(), 8080);
+        assert!(s.admin_token.is_none());
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let cases: Vec<(ServeArgs, &str)> = vec![
+            (args(|a| a.bind = "localhost".into()), "BIND"),
+            (
+                args(|a| a.admin_token = Some("short".into())),
+                "ADMIN_TOKEN",
+            ),
+            (
+                args(|a| a.trusted_proxies = "10.0.0.1, nope".into()),
+                "TRUSTED_PROXIES",
+            ),
+            (
+                args(|a| a.database.database_url = "mysql:/x".into()),
+                "DATABASE_URL",
+            ),
+            (
+                args(|a| a.database.database_pool_size = 0),
+                "DATABASE_POOL_SIZE",
+            ),
+        ];
+        for (a, name) in cases {
+            let err = format!("{:#}", Settings::from_args(&a).unwrap_err());
+            assert!(err.contains(name), "{err:?} should name {name}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_take_ips_and_networks() {
+        let nets = parse_trusted_proxies("10.0.0.1, 192.168.0.0/16,::1").unwrap();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains(&"192.168.3.4".parse::<IpAddr>().unwrap()));
+    }
+}

@@ -1,0 +1,230 @@
+//! Turning raw requests into trusted values: the team behind a token, the client IP, the
+//! origin check, a size-limited JSON object body and query parameters. Each failure is the
+//! contract's error, never actix's default.
+
+use super::client_ip::client_ip;
+use super::errors::ApiError;
+use super::AppState;
+use crate::teams::{secrets_equal, Team};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// The largest body any endpoint accepts.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Reads the body (at most [`MAX_BODY`]) and parses a JSON object.
+pub async fn json_object(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Map<String, Value>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::InvalidJson("the request body could not be read"))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::InvalidJson(
+            "the request body must be a JSON object",
+        )),
+        Err(_) => Err(ApiError::InvalidJson("the request body is not valid JSON")),
+    }
+}
+
+/// Query parameters; the first of a repeated name wins, unknown names are ignored.
+pub fn query(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| ApiError::invalid("query", "the query string is malformed"))?;
+    let mut map = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        map.entry(k).or_insert(v);
+    }
+    Ok(map)
+}
+
+/// A clamped integer query parameter: absent → `default`; digits beyond range clamp;
+/// anything that is not an integer is a validation error.
+pub fn clamped(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    let Some(raw) = q.get(name).map(|s| s.trim()) else {
+        return Ok(default);
+    };
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    if digits.is_empty() || digits.len() > 4096 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            name,
+            format!("{name} must be an integer"),
+        ));
+    }
+    let n = raw.parse::<i64>().unwrap_or(if raw.starts_with('-') {
+        i64::MIN
+    } else {
+        i64::MAX
+    });
+    Ok(n.clamp(min, max))
+}
+
+/// The client IP that rate limits key on (see [`client_ip`]).
+pub fn peer_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    client_ip(peer, &forwarded, &state.trusted_proxies)
+}
+
+/// The widget request's team: token known (401), widget on (403), origin allowed (403).
+pub async fn widget_team(req: &HttpRequest, state: &AppState) -> Result<Arc<Team>, ApiError> {
+    let token = req
+        .headers()
+        .get("x-conversations-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 200)
+        .ok_or(ApiError::InvalidToken)?;
+    let team = state
+        .teams
+        .by_public_token(&state.store, token)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    if !team.conversations_enabled {
+        return Err(ApiError::ConversationsDisabled);
+    }
+    let origin = [header::ORIGIN, header::REFERER]
+        .iter()
+        .find_map(|h| req.headers().get(h).and_then(|v| v.to_str().ok()));
+    if !team.allowed_widget_domains.permits(origin) {
+        return Err(ApiError::OriginNotAllowed);
+    }
+    Ok(team)
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 200)
+}
+
+/// The operator request's team, from its secret key.
+pub async fn operator_team(req: &HttpRequest, state: &AppState) -> Result<Arc<Team>, ApiError> {
+    let key = bearer(req).ok_or(ApiError::InvalidToken)?;
+    state
+        .teams
+        .by_secret_key(&state.store, key)
+        .await?
+        .ok_or(ApiError::InvalidToken)
+}
+
+/// Checks the admin bearer token (constant time); no token configured → always refused.
+pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    match (bearer(req), state.admin_token.as_deref()) {
+        (Some(given), Some(expected)) if secrets_equal(given, expected) => Ok(()),
+        _ => Err(ApiError::InvalidToken),
+    }
+}
+
+/// An optional string field: absent or null → `None`; another type → validation error.
+pub fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+/// A required string field.
+pub fn req_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
+    opt_str(body, field)?.ok_or_else(|| ApiError::invalid(field, format!("{field} is required")))
+}
+
+/// A UUID given as text (path or body); not a UUID → validation error naming `field`.
+pub fn uuid(raw: &str, field: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map_err(|_| ApiError::invalid(field, format!("{field} must be a UUID")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn limits_clamp_and_garbage_is_refused() {
+        assert_eq!(clamped(&q(&[]), "limit", 100, 1, 500).unwrap(), 100);
+        assert_eq!(
+            clamped(&q(&[("limit", "0")]), "limit", 100, 1, 500).unwrap(),
+            1
+        );
+        assert_eq!(
+            clamped(&q(&[("limit", "-5")]), "limit", 100, 1, 500).unwrap(),
+            1
+        );
+        assert_eq!(
+            clamped(
+                &q(&[("limit", "99999999999999999999999")]),
+                "limit",
+                100,
+                1,
+                500
+            )
+            .unwrap(),
+            500
+        );
+        assert_eq!(
+            clamped(
+                &q(&[("limit", "-99999999999999999999999")]),
+                "limit",
+                1,
+                1,
+                500
+            )
+            .unwrap(),
+            1
+        );
+        for bad in ["", "ten", "1.5", "1e3", "-", "0x10"] {
+            assert!(
+                clamped(&q(&[("limit", bad)]), "limit", 100, 1, 500).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}

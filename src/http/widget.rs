@@ -1,0 +1,434 @@
+//! The documented widget surface, `/api/conversations/widget/…`: the visitor's distinct_id
+//! is the key to their tickets, a new message answers 201, and all returned text is
+//! HTML-escaped.
+
+use super::errors::ApiError;
+use super::extract::{self, json_object, opt_str, req_str, widget_team};
+use super::AppState;
+use crate::teams::Team;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use colloquy_actors::domain::AuthorType;
+use colloquy_actors::domain::{
+    format_utc, html_escape, parse_timestamp, ClientMessageId, DistinctId, Limit, MessageContent,
+    TicketStatus, Traits, VisitorKey,
+};
+use colloquy_actors::rate_limiter::{RateCheck, Tier};
+use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, Replay, StoredMessage};
+use colloquy_actors::suspicion::{content_hash, Observation};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// Registers the documented widget routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/conversations/widget")
+            .route("/message", web::post().to(post_message))
+            .route("/messages/{ticket_id}", web::get().to(get_messages))
+            .route("/tickets", web::get().to(get_tickets)),
+    );
+}
+
+/// A validated POST body.
+struct MessageInput {
+    distinct_id: DistinctId,
+    message: MessageContent,
+    traits: Option<Traits>,
+    ticket_id: Option<Uuid>,
+    client_message_id: Option<ClientMessageId>,
+}
+
+impl MessageInput {
+    fn parse(body: &Map<String, Value>) -> Result<Self, ApiError> {
+        let distinct_id = DistinctId::parse(req_str(body, "distinct_id")?)?;
+        let message = MessageContent::parse(req_str(body, "message")?, "message")?;
+        let traits = match body.get("traits") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(Traits::parse(v)?),
+        };
+        let ticket_id = opt_str(body, "ticket_id")?
+            .map(|s| extract::uuid(s, "ticket_id"))
+            .transpose()?;
+        let client_message_id = opt_str(body, "client_message_id")?
+            .map(ClientMessageId::parse)
+            .transpose()?;
+        Ok(Self {
+            distinct_id,
+            message,
+            traits,
+            ticket_id,
+            client_message_id,
+        })
+    }
+}
+
+/// Whether a bot filled the hidden field: anything but absent, null, "" or false.
+fn honeypot_filled(body: &Map<String, Value>) -> bool {
+    !matches!(
+        body.get("_hp"),
+        None | Some(Value::Null) | Some(Value::Bool(false))
+    ) && body.get("_hp") != Some(&Value::String(String::new()))
+}
+
+/// The POST answer.
+#[derive(Serialize)]
+struct MessageCreated {
+    ticket_id: Uuid,
+    message_id: Uuid,
+    ticket_status: &'static str,
+    created_at: String,
+    unread_count: i32,
+}
+
+async fn admit(
+    state: &AppState,
+    team: &Team,
+    checks: Vec<RateCheck>,
+    ip: IpAddr,
+    distinct_id: Option<&DistinctId>,
+) -> Result<(), ApiError> {
+    state.limiters.check(team.id, checks).await.map_err(|e| {
+        if let colloquy_actors::rate_limiter::AdmissionError::Refused(r) = &e {
+            state.suspicion.observe(Observation::RateLimited {
+                team_id: team.id,
+                tier: r.tier,
+                distinct_id: distinct_id.map(|d| d.to_string()),
+                ip,
+            });
+        }
+        ApiError::from(e)
+    })
+}
+
+fn read_check(team: &Team, what: &str, distinct_id: &DistinctId) -> RateCheck {
+    RateCheck {
+        tier: Tier::ReadDistinctId,
+        key: format!("{what}:{distinct_id}"),
+        limit: Limit::per_minute(team.rate_limits.read_distinct_id_per_minute),
+    }
+}
+
+/// `POST /api/conversations/widget/message`: a message, and a ticket if `ticket_id` is absent.
+#[tracing::instrument(skip_all, fields(team_id))]
+async fn post_message(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = widget_team(&req, &state).await?;
+    tracing::Span::current().record("team_id", tracing::field::display(team.id));
+    let ip = extract::peer_ip(&req, &state);
+    let body = json_object(&req, payload).await?;
+    if honeypot_filled(&body) {
+        return Ok(decoy(&state, &team, &body, ip));
+    }
+    let input = MessageInput::parse(&body)?;
+
+    if let Some(cmid) = &input.client_message_id {
+        let found = state
+            .store
+            .find_replay(team.id, input.distinct_id.as_str(), cmid.as_str())
+            .await?;
+        if let Some(replay) = found {
+            admit(
+                &state,
+                &team,
+                vec![read_check(&team, "messages", &input.distinct_id)],
+                ip,
+                Some(&input.distinct_id),
+            )
+            .await?;
+            return replayed(&state, &team, replay).await;
+        }
+    }
+
+    let limits = &team.rate_limits;
+    let checks = vec![
+        RateCheck {
+            tier: Tier::MessageDistinctId,
+            key: input.distinct_id.to_string(),
+            limit: Limit::per_minute(limits.message_distinct_id_per_minute),
+        },
+        RateCheck {
+            tier: Tier::MessageIp,
+            key: ip.to_string(),
+            limit: Limit::per_minute(limits.message_ip_per_minute),
+        },
+        RateCheck {
+            tier: Tier::MessageTeam,
+            key: String::new(),
+            limit: Limit::per_hour(limits.message_team_per_hour),
+        },
+    ];
+    admit(&state, &team, checks, ip, Some(&input.distinct_id)).await?;
+
+    let hash = content_hash(input.message.as_str());
+    let key = VisitorKey::DistinctId(input.distinct_id.clone());
+    let message = NewMessage {
+        id: Uuid::now_v7(),
+        content: input.message.into_string(),
+        author_type: AuthorType::Customer,
+        author_name: None,
+        is_private: false,
+        distinct_id: Some(input.distinct_id.to_string()),
+        client_message_id: input.client_message_id.map(|c| c.as_str().to_owned()),
+        traits: input.traits.clone(),
+    };
+    let (ticket_id, result, status, unread) = match input.ticket_id {
+        None => {
+            let opened = state
+                .tickets
+                .open(NewTicket {
+                    id: Uuid::now_v7(),
+                    team_id: team.id,
+                    owner: key,
+                    linked_distinct_id: None,
+                    traits: input.traits.unwrap_or_default(),
+                    first: message,
+                })
+                .await?;
+            match opened {
+                Opened::Created { ticket, message } => {
+                    (ticket.id, AppendResult::Stored(message), ticket.status, 0)
+                }
+                Opened::Replayed(r) => return replayed(&state, &team, r).await,
+            }
+        }
+        Some(ticket_id) => {
+            let a = state
+                .tickets
+                .append(team.id, ticket_id, Some(key), message)
+                .await?;
+            (ticket_id, a.result, a.status, a.unread_customer)
+        }
+    };
+    match result {
+        AppendResult::Stored(m) => {
+            state.suspicion.observe(Observation::Message {
+                team_id: team.id,
+                ticket_id,
+                distinct_id: input.distinct_id.to_string(),
+                ip,
+                content_hash: hash,
+            });
+            Ok(HttpResponse::Created().json(MessageCreated {
+                ticket_id,
+                message_id: m.id,
+                ticket_status: status.as_str(),
+                created_at: format_utc(m.created_at),
+                unread_count: unread,
+            }))
+        }
+        AppendResult::Replayed(r) => replayed(&state, &team, r).await,
+    }
+}
+
+/// A retried POST: the first call's ids, the ticket's current status, `200`.
+async fn replayed(state: &AppState, team: &Team, r: Replay) -> Result<HttpResponse, ApiError> {
+    let (status, unread) = state
+        .store
+        .ticket_status(team.id, r.ticket_id)
+        .await?
+        .unwrap_or((TicketStatus::New, 0));
+    Ok(HttpResponse::Ok().json(MessageCreated {
+        ticket_id: r.ticket_id,
+        message_id: r.message_id,
+        ticket_status: status.as_str(),
+        created_at: format_utc(r.created_at),
+        unread_count: unread,
+    }))
+}
+
+/// The honeypot's answer: looks like success, stores nothing, tells the detector.
+fn decoy(state: &AppState, team: &Team, body: &Map<String, Value>, ip: IpAddr) -> HttpResponse {
+    state.suspicion.observe(Observation::Honeypot {
+        team_id: team.id,
+        ip,
+        distinct_id: body
+            .get("distinct_id")
+            .and_then(Value::as_str)
+            .and_then(|d| DistinctId::parse(d).ok())
+            .map(|d| d.to_string()),
+    });
+    let ticket_id = body
+        .get("ticket_id")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .unwrap_or_else(Uuid::now_v7);
+    HttpResponse::Created().json(MessageCreated {
+        ticket_id,
+        message_id: Uuid::now_v7(),
+        ticket_status: TicketStatus::New.as_str(),
+        created_at: format_utc(Utc::now()),
+        unread_count: 0,
+    })
+}
+
+/// One message as the documented surface shows it: escaped, never private.
+#[derive(Serialize)]
+struct WidgetMessage {
+    id: Uuid,
+    content: String,
+    author_type: &'static str,
+    author_name: Option<String>,
+    created_at: String,
+    is_private: bool,
+}
+
+impl From<&StoredMessage> for WidgetMessage {
+    fn from(m: &StoredMessage) -> Self {
+        Self {
+            id: m.id,
+            content: html_escape(&m.content),
+            author_type: m.author_type.as_str(),
+            author_name: m.author_name.as_deref().map(html_escape),
+            created_at: format_utc(m.created_at),
+            is_private: false,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MessagesPage {
+    ticket_id: Uuid,
+    ticket_status: &'static str,
+    messages: Vec<WidgetMessage>,
+    has_more: bool,
+    unread_count: i32,
+}
+
+fn distinct_id_param(
+    q: &std::collections::HashMap<String, String>,
+) -> Result<DistinctId, ApiError> {
+    let raw = q
+        .get("distinct_id")
+        .ok_or_else(|| ApiError::invalid("distinct_id", "distinct_id is required"))?;
+    Ok(DistinctId::parse(raw)?)
+}
+
+/// `GET /api/conversations/widget/messages/{ticket_id}`: the visitor's messages after `after`.
+#[tracing::instrument(skip_all, fields(team_id))]
+async fn get_messages(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = widget_team(&req, &state).await?;
+    tracing::Span::current().record("team_id", tracing::field::display(team.id));
+    let q = extract::query(&req)?;
+    let distinct_id = distinct_id_param(&q)?;
+    let after = q
+        .get("after")
+        .map(|a| parse_timestamp(a, "after"))
+        .transpose()?;
+    let limit = extract::clamped(&q, "limit", 100, 1, 500)?;
+    let ticket_id = extract::uuid(&path, "ticket_id")?;
+    let ip = extract::peer_ip(&req, &state);
+    admit(
+        &state,
+        &team,
+        vec![read_check(&team, "messages", &distinct_id)],
+        ip,
+        Some(&distinct_id),
+    )
+    .await?;
+
+    let key = VisitorKey::DistinctId(distinct_id);
+    let page = state
+        .tickets
+        .read(team.id, ticket_id, Some(key), after, limit as usize, false)
+        .await?;
+    Ok(HttpResponse::Ok().json(MessagesPage {
+        ticket_id,
+        ticket_status: page.status.as_str(),
+        messages: page.page.messages.iter().map(WidgetMessage::from).collect(),
+        has_more: page.page.has_more,
+        unread_count: page.unread_customer,
+    }))
+}
+
+#[derive(Serialize)]
+struct TicketRow {
+    id: Uuid,
+    status: &'static str,
+    last_message: Option<String>,
+    last_message_at: Option<String>,
+    message_count: i32,
+    unread_count: i32,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+struct TicketsPage {
+    count: i64,
+    results: Vec<TicketRow>,
+}
+
+/// `GET /api/conversations/widget/tickets`: the visitor's tickets, newest activity first.
+#[tracing::instrument(skip_all, fields(team_id))]
+async fn get_tickets(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = widget_team(&req, &state).await?;
+    tracing::Span::current().record("team_id", tracing::field::display(team.id));
+    let q = extract::query(&req)?;
+    let distinct_id = distinct_id_param(&q)?;
+    let status = q
+        .get("status")
+        .filter(|s| !s.is_empty())
+        .map(|s| TicketStatus::parse(s, "status"))
+        .transpose()?;
+    let limit = extract::clamped(&q, "limit", 10, 1, 50)?;
+    let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
+    let ip = extract::peer_ip(&req, &state);
+    admit(
+        &state,
+        &team,
+        vec![read_check(&team, "tickets", &distinct_id)],
+        ip,
+        Some(&distinct_id),
+    )
+    .await?;
+
+    let listing = state
+        .store
+        .visitor_tickets(team.id, &distinct_id, status, limit, offset)
+        .await?;
+    Ok(HttpResponse::Ok().json(TicketsPage {
+        count: listing.count,
+        results: listing
+            .results
+            .iter()
+            .map(|t| TicketRow {
+                id: t.id,
+                status: t.status.as_str(),
+                last_message: t.last_message.as_deref().map(html_escape),
+                last_message_at: t.last_message_at.map(format_utc),
+                message_count: t.message_count,
+                unread_count: t.unread_count,
+                created_at: format_utc(t.created_at),
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_empty_honeypots_pass() {
+        let body = |v: Value| json!({ "_hp": v }).as_object().cloned().unwrap();
+        assert!(!honeypot_filled(&Map::new()));
+        assert!(!honeypot_filled(&body(json!(""))));
+        assert!(!honeypot_filled(&body(json!(null))));
+        assert!(!honeypot_filled(&body(json!(false))));
+        assert!(honeypot_filled(&body(json!("http://spam"))));
+        assert!(honeypot_filled(&body(json!(1))));
+        assert!(honeypot_filled(&body(json!(true))));
+    }
+}

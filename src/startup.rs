@@ -1,0 +1,106 @@
+//! Builds the application — pool, migrations, actors, HTTP server — and runs it until a
+//! signal, then shuts down in order: stop accepting, finish in-flight requests, let every
+//! ticket actor commit its queue, write pending suspicion flags.
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::store::{self, PgStore};
+use crate::teams::TeamCache;
+use actix_cors::Cors;
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use colloquy_actors::rate_limiter::RateLimiters;
+use colloquy_actors::store::Store;
+use colloquy_actors::suspicion::SuspicionDetector;
+use colloquy_actors::ticket::{TicketConfig, Tickets};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// A built, not yet running, colloquy.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects, migrates, starts the actors and binds the listener. Must run inside an
+    /// actix System (`#[actix_web::main]` / `#[actix_web::test]`).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        store::migrate(&settings.database.config).await?;
+        let pool = store::connect(&settings.database)?;
+        let _first = pool
+            .get()
+            .await
+            .context("open a first database connection")?;
+        let pg = PgStore::new(pool);
+        let port_store: Arc<dyn Store> = Arc::new(pg.clone());
+        let state = AppState {
+            store: pg,
+            teams: TeamCache::default(),
+            limiters: RateLimiters::default(),
+            tickets: Tickets::start(Arc::clone(&port_store), TicketConfig::default()),
+            suspicion: SuspicionDetector::start(port_store),
+            admin_token: settings.admin_token.clone(),
+            trusted_proxies: settings.trusted_proxies.clone(),
+        };
+        if state.admin_token.is_none() {
+            tracing::warn!("ADMIN_TOKEN is not set: the admin API (POST /api/teams) is disabled");
+        }
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::new(state.clone());
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(widget_cors())
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(data.clone())
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
+        })
+        .shutdown_timeout(10);
+        if let Some(n) = settings.workers {
+            server = server.workers(n);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!("listening on http://{}:{port}", settings.bind.ip());
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM (or the server handle stops), then drains the actors.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await.context("HTTP server failed")?;
+        tracing::info!("HTTP stopped; draining ticket actors");
+        self.state.tickets.drain().await;
+        self.state.suspicion.flush().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Browsers call the widget API cross-origin with a custom header: preflights succeed for
+/// any origin (the team, and so its allowed domains, is only known from the token of the
+/// real request, which is checked there), and every response echoes the origin.
+fn widget_cors() -> Cors {
+    Cors::default()
+        .allow_any_origin()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_headers([
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-conversations-token"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(86_400)
+}

@@ -1,0 +1,467 @@
+//! The core's storage port on PostgreSQL: opening tickets, appending batches under the
+//! ticket's row lock, paging messages, recording suspicion flags.
+
+use super::{db_error, PgStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use colloquy_actors::domain::{
+    assign_created_at, AuthorType, DistinctId, TicketStatus, Traits, VisitorKey,
+};
+use colloquy_actors::store::{
+    AppendOutcome, AppendResult, MessagePage, NewMessage, NewTicket, Opened, Replay, Store,
+    StoreError, StoredMessage, SuspicionFlag, TicketState,
+};
+use tokio_postgres::types::Json;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+const INSERT_MESSAGES: &str = "
+    INSERT INTO messages (id, team_id, ticket_id, content, author_type, author_name, is_private,
+                          distinct_id, client_message_id, created_at)
+    SELECT u.id, $1, $2, u.content, u.author_type, u.author_name, u.is_private,
+           u.distinct_id, u.client_message_id, u.created_at
+    FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[],
+                $9::text[], $10::timestamptz[])
+         AS u(id, content, author_type, author_name, is_private, distinct_id,
+              client_message_id, created_at)
+    ON CONFLICT (team_id, distinct_id, client_message_id) WHERE client_message_id IS NOT NULL
+    DO NOTHING
+    RETURNING id";
+
+const FIND_REPLAY: &str = "
+    SELECT ticket_id, id, created_at FROM messages
+    WHERE team_id = $1 AND distinct_id = $2 AND client_message_id = $3";
+
+/// Column arrays for one multi-row INSERT of messages.
+#[derive(Default)]
+struct Rows {
+    ids: Vec<Uuid>,
+    contents: Vec<String>,
+    author_types: Vec<&'static str>,
+    author_names: Vec<Option<String>>,
+    privates: Vec<bool>,
+    distinct_ids: Vec<Option<String>>,
+    client_ids: Vec<Option<String>>,
+    created: Vec<DateTime<Utc>>,
+}
+
+impl Rows {
+    fn push(&mut self, m: &NewMessage, author_name: Option<String>, at: DateTime<Utc>) {
+        self.ids.push(m.id);
+        self.contents.push(m.content.clone());
+        self.author_types.push(m.author_type.as_str());
+        self.author_names.push(author_name);
+        self.privates.push(m.is_private);
+        self.distinct_ids.push(m.distinct_id.clone());
+        self.client_ids.push(m.client_message_id.clone());
+        self.created.push(at);
+    }
+
+    async fn insert(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let stmt = tx.prepare_cached(INSERT_MESSAGES).await.map_err(db_error)?;
+        let rows = tx
+            .query(
+                &stmt,
+                &[
+                    &team_id,
+                    &ticket_id,
+                    &self.ids,
+                    &self.contents,
+                    &self.author_types,
+                    &self.author_names,
+                    &self.privates,
+                    &self.distinct_ids,
+                    &self.client_ids,
+                    &self.created,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+fn stored(m: &NewMessage, author_name: Option<String>, created_at: DateTime<Utc>) -> StoredMessage {
+    StoredMessage {
+        id: m.id,
+        content: m.content.clone(),
+        rich_content: None,
+        author_type: m.author_type,
+        author_name,
+        is_private: m.is_private,
+        created_at,
+    }
+}
+
+fn message_from_row(r: &Row) -> StoredMessage {
+    StoredMessage {
+        id: r.get("id"),
+        content: r.get("content"),
+        rich_content: r
+            .get::<_, Option<Json<serde_json::Value>>>("rich_content")
+            .map(|j| j.0),
+        author_type: AuthorType::from_stored(r.get("author_type")),
+        author_name: r.get("author_name"),
+        is_private: r.get("is_private"),
+        created_at: r.get("created_at"),
+    }
+}
+
+/// A customer message without a name of its own is labelled with the visitor's `name` trait.
+fn author_name_for(m: &NewMessage, ticket_name: Option<&str>) -> Option<String> {
+    match (&m.author_name, m.author_type) {
+        (Some(n), _) => Some(n.clone()),
+        (None, AuthorType::Customer) => ticket_name.map(str::to_owned),
+        (None, _) => None,
+    }
+}
+
+impl PgStore {
+    /// The first write of an idempotency key, if any.
+    pub async fn find_replay(
+        &self,
+        team_id: Uuid,
+        distinct_id: &str,
+        client_message_id: &str,
+    ) -> Result<Option<Replay>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(FIND_REPLAY).await.map_err(db_error)?;
+        let row = client
+            .query_opt(&stmt, &[&team_id, &distinct_id, &client_message_id])
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| Replay {
+            ticket_id: r.get(0),
+            message_id: r.get(1),
+            created_at: r.get(2),
+        }))
+    }
+}
+
+async fn replay_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    team_id: Uuid,
+    m: &NewMessage,
+) -> Result<Replay, StoreError> {
+    let stmt = tx.prepare_cached(FIND_REPLAY).await.map_err(db_error)?;
+    let row = tx
+        .query_one(&stmt, &[&team_id, &m.distinct_id, &m.client_message_id])
+        .await
+        .map_err(db_error)?;
+    Ok(Replay {
+        ticket_id: row.get(0),
+        message_id: row.get(1),
+        created_at: row.get(2),
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn load_ticket(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<Option<TicketState>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT status, distinct_id, widget_session_id, last_created_at,
+                        unread_customer_count
+                 FROM tickets WHERE id = $1 AND team_id = $2",
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&ticket_id, &team_id])
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(None);
+        };
+        let owner = match (
+            row.get::<_, Option<String>>(1),
+            row.get::<_, Option<Uuid>>(2),
+        ) {
+            (Some(d), _) => VisitorKey::DistinctId(DistinctId::from_stored(d)),
+            (None, Some(s)) => VisitorKey::WidgetSession(s),
+            (None, None) => {
+                return Err(StoreError::Internal(format!(
+                    "ticket {ticket_id} has no key"
+                )))
+            }
+        };
+        Ok(Some(TicketState {
+            id: ticket_id,
+            team_id,
+            owner,
+            status: TicketStatus::from_stored(row.get(0)),
+            last_created_at: row.get(3),
+            unread_customer: row.get(4),
+        }))
+    }
+
+    async fn open_ticket(&self, t: NewTicket) -> Result<Opened, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let counter = tx
+            .prepare_cached(
+                "INSERT INTO ticket_counters (team_id, last_number) VALUES ($1, 1)
+                 ON CONFLICT (team_id) DO UPDATE SET last_number = ticket_counters.last_number + 1
+                 RETURNING last_number, clock_timestamp()",
+            )
+            .await
+            .map_err(db_error)?;
+        let row = tx
+            .query_one(&counter, &[&t.team_id])
+            .await
+            .map_err(db_error)?;
+        let number: i64 = row.get(0);
+        let created_at = assign_created_at(row.get(1), None, 1)
+            .into_iter()
+            .next()
+            .unwrap_or_else(Utc::now);
+        let (distinct_id, session) = match &t.owner {
+            VisitorKey::DistinctId(d) => (Some(d.as_str()), None),
+            VisitorKey::WidgetSession(s) => (None, Some(*s)),
+        };
+        let first = &t.first;
+        let (public, customer) = (!first.is_private, first.author_type == AuthorType::Customer);
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO tickets (id, team_id, ticket_number, distinct_id, widget_session_id,
+                     linked_distinct_id, traits, status, unread_team_count, message_count,
+                     last_message, last_message_at, last_created_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'new', $8, $9, $10, $11, $12, $12)",
+            )
+            .await
+            .map_err(db_error)?;
+        tx.execute(
+            &insert,
+            &[
+                &t.id,
+                &t.team_id,
+                &number,
+                &distinct_id,
+                &session,
+                &t.linked_distinct_id,
+                &Json(t.traits.to_json()),
+                &i32::from(customer),
+                &i32::from(public),
+                &public.then_some(first.content.as_str()),
+                &public.then_some(created_at),
+                &created_at,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        let author_name = author_name_for(first, t.traits.get_str("name"));
+        let mut rows = Rows::default();
+        rows.push(first, author_name.clone(), created_at);
+        if rows.insert(&tx, t.team_id, t.id).await?.is_empty() {
+            // The idempotency key was used before: undo the ticket, answer with the first write.
+            let replay = replay_in(&tx, t.team_id, first).await?;
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(Opened::Replayed(replay));
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(Opened::Created {
+            ticket: TicketState {
+                id: t.id,
+                team_id: t.team_id,
+                owner: t.owner,
+                status: TicketStatus::New,
+                last_created_at: Some(created_at),
+                unread_customer: 0,
+            },
+            message: stored(first, author_name, created_at),
+        })
+    }
+
+    async fn append(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        batch: &[NewMessage],
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT status, last_created_at, clock_timestamp(), unread_customer_count,
+                        traits->>'name'
+                 FROM tickets WHERE id = $1 AND team_id = $2 FOR UPDATE",
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(row) = tx
+            .query_opt(&lock, &[&ticket_id, &team_id])
+            .await
+            .map_err(db_error)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        let status_before = TicketStatus::from_stored(row.get(0));
+        let prev_last: Option<DateTime<Utc>> = row.get(1);
+        let times = assign_created_at(row.get(2), prev_last, batch.len());
+        let mut unread_customer: i32 = row.get(3);
+        let mut name: Option<String> = row.get(4);
+
+        // Names follow the traits as they are merged, message by message.
+        let mut rows = Rows::default();
+        let mut names = Vec::with_capacity(batch.len());
+        for (m, at) in batch.iter().zip(&times) {
+            if let Some(n) = m.traits.as_ref().and_then(|t| t.get_str("name")) {
+                name = Some(n.to_owned());
+            }
+            let author = author_name_for(m, name.as_deref());
+            rows.push(m, author.clone(), *at);
+            names.push(author);
+        }
+        let inserted = rows.insert(&tx, team_id, ticket_id).await?;
+
+        let mut results = Vec::with_capacity(batch.len());
+        let mut traits = Traits::default();
+        let (mut status, mut public, mut unread_team) = (status_before, 0i32, 0i32);
+        let (mut last_public, mut last_at) = (None::<&str>, None::<DateTime<Utc>>);
+        for ((m, at), author) in batch.iter().zip(times).zip(names) {
+            if !inserted.contains(&m.id) {
+                results.push(AppendResult::Replayed(replay_in(&tx, team_id, m).await?));
+                continue;
+            }
+            last_at = Some(at);
+            if m.author_type == AuthorType::Customer {
+                status = status.after_customer_message();
+                unread_team += 1;
+                if let Some(t) = &m.traits {
+                    traits.merge(t);
+                }
+            } else if !m.is_private {
+                unread_customer += 1;
+            }
+            if !m.is_private {
+                public += 1;
+                last_public = Some(&m.content);
+            }
+            results.push(AppendResult::Stored(stored(m, author, at)));
+        }
+        if last_at.is_some() {
+            let update = tx
+                .prepare_cached(
+                    "UPDATE tickets SET status = $3, last_created_at = $4,
+                         message_count = message_count + $5,
+                         last_message = COALESCE($6, last_message),
+                         last_message_at = COALESCE($7, last_message_at),
+                         unread_team_count = unread_team_count + $8,
+                         unread_customer_count = $9,
+                         traits = traits || $10
+                     WHERE id = $1 AND team_id = $2",
+                )
+                .await
+                .map_err(db_error)?;
+            tx.execute(
+                &update,
+                &[
+                    &ticket_id,
+                    &team_id,
+                    &status.as_str(),
+                    &last_at,
+                    &public,
+                    &last_public,
+                    &last_public_at(&results),
+                    &unread_team,
+                    &unread_customer,
+                    &Json(traits.to_json()),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(AppendOutcome {
+            prev_last_created_at: prev_last,
+            status,
+            unread_customer,
+            results,
+        })
+    }
+
+    async fn page_messages(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+        include_private: bool,
+    ) -> Result<MessagePage, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, content, rich_content, author_type, author_name, is_private, created_at
+                 FROM messages
+                 WHERE ticket_id = $1 AND team_id = $2
+                   AND ($3::timestamptz IS NULL OR created_at > $3)
+                   AND ($4 OR NOT is_private)
+                 ORDER BY created_at
+                 LIMIT $5",
+            )
+            .await
+            .map_err(db_error)?;
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let rows = client
+            .query(
+                &stmt,
+                &[&ticket_id, &team_id, &after, &include_private, &fetch],
+            )
+            .await
+            .map_err(db_error)?;
+        let has_more = rows.len() > limit;
+        let messages = rows.iter().take(limit).map(message_from_row).collect();
+        Ok(MessagePage { messages, has_more })
+    }
+
+    async fn record_flags(&self, flags: &[SuspicionFlag]) -> Result<(), StoreError> {
+        if flags.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO suspicion_flags (team_id, ticket_id, distinct_id, ip, reason, score,
+                                              detail, observed_at)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::inet[], $5::text[],
+                                      $6::int2[], $7::text[], $8::timestamptz[])",
+            )
+            .await
+            .map_err(db_error)?;
+        let teams: Vec<Uuid> = flags.iter().map(|f| f.team_id).collect();
+        let tickets: Vec<Option<Uuid>> = flags.iter().map(|f| f.ticket_id).collect();
+        let ids: Vec<Option<String>> = flags.iter().map(|f| f.distinct_id.clone()).collect();
+        let ips: Vec<Option<std::net::IpAddr>> = flags.iter().map(|f| f.ip).collect();
+        let reasons: Vec<&str> = flags.iter().map(|f| f.reason).collect();
+        let scores: Vec<i16> = flags.iter().map(|f| f.score).collect();
+        let details: Vec<String> = flags.iter().map(|f| f.detail.clone()).collect();
+        let times: Vec<DateTime<Utc>> = flags.iter().map(|f| f.observed_at).collect();
+        client
+            .execute(
+                &stmt,
+                &[
+                    &teams, &tickets, &ids, &ips, &reasons, &scores, &details, &times,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+fn last_public_at(results: &[AppendResult]) -> Option<DateTime<Utc>> {
+    results.iter().rev().find_map(|r| match r {
+        AppendResult::Stored(m) if !m.is_private => Some(m.created_at),
+        _ => None,
+    })
+}

@@ -1,0 +1,133 @@
+//! The PostgreSQL implementation of the core's storage port, plus the queries only the HTTP
+//! adapters need (ticket listings, teams, idempotency lookups).
+//!
+//! One pool, built once; every statement is `prepare_cached`; multi-statement writes are
+//! transactions; every query is scoped by `team_id`.
+
+mod messages;
+mod teams;
+mod tickets;
+
+pub use tickets::{TicketListing, TicketSummary};
+
+use crate::config::DatabaseSettings;
+use anyhow::Context;
+use colloquy_actors::store::StoreError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("sql");
+}
+
+/// How long a request waits for a pooled connection before answering 503.
+const POOL_WAIT: Duration = Duration::from_millis(1000);
+/// How long opening a new connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Applies the migrations in `sql/` (embedded at build time) over a dedicated connection.
+pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    config.connect_timeout(Duration::from_secs(5));
+    let (mut client, connection) = config.connect(NoTls).await.context(
+        "connect to the database to migrate it (is DATABASE_URL right and the server up?)",
+    )?;
+    let driver = tokio::spawn(connection);
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .context("apply migrations from sql/")?;
+    for m in report.applied_migrations() {
+        tracing::info!(migration = %m, "applied migration");
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// Builds the pool with bounded waits, so an outage answers 503 quickly instead of hanging.
+pub fn connect(db: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let mut config = db.config.clone();
+    config.connect_timeout(CONNECT_TIMEOUT);
+    // A runaway statement must not hold a connection (and a ticket's row lock) for long.
+    config.options("-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000");
+    config.application_name("colloquy");
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(db.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .build()
+        .context("build the database pool")
+}
+
+/// The store: a pool and the queries.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Wraps a pool.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for readiness checks and metrics.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            tracing::warn!(error = %e, "no database connection");
+            StoreError::Unavailable(e.to_string())
+        })
+    }
+
+    /// Whether the database answers now (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(db_error)?;
+        Ok(())
+    }
+}
+
+/// Sorts a driver error into "retry later" (connection trouble, timeouts, restarts, lock
+/// contention) and "bug".
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
+    let transient = match e.code() {
+        None => true, // I/O error or closed connection
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::QUERY_CANCELED,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(code)
+        }
+    };
+    if transient {
+        tracing::warn!(error = %e, "database unavailable");
+        StoreError::Unavailable(e.to_string())
+    } else {
+        tracing::error!(error = ?e, "database error");
+        StoreError::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,356 @@
+//! Teams (tenants): creation with fresh credentials, and the in-memory cache that turns a
+//! widget token or operator key into its team without a query on every request.
+
+use crate::store::PgStore;
+use colloquy_actors::domain::{AllowedDomains, RateLimits, ValidationError};
+use colloquy_actors::store::StoreError;
+use dashmap::DashMap;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A team as the request path needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Team {
+    /// Team id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// The widget token (public: it ships in web pages).
+    pub public_token: String,
+    /// Whether the widget API answers at all.
+    pub conversations_enabled: bool,
+    /// Hosts the widget may be embedded on.
+    pub allowed_widget_domains: AllowedDomains,
+    /// Rate budgets.
+    pub rate_limits: RateLimits,
+    /// `off`, `optional` or `required`.
+    pub identity_verification: String,
+    /// HMAC key for identity verification (needed in clear to compute the HMAC).
+    pub identity_secret: String,
+}
+
+/// What creating a team returns: the team plus the secret key, shown only this once.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedTeam {
+    /// Team id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Widget token.
+    pub public_token: String,
+    /// Operator key; `None` when an existing team is shown again.
+    pub secret_api_key: Option<String>,
+    /// Identity verification secret.
+    pub identity_secret: String,
+    /// Widget API switch.
+    pub conversations_enabled: bool,
+    /// Allowed embedding hosts.
+    pub allowed_widget_domains: Vec<String>,
+    /// Every budget, defaults filled in.
+    pub rate_limits: RateLimits,
+    /// Identity verification mode.
+    pub identity_verification: String,
+}
+
+impl CreatedTeam {
+    /// The public view of a team plus, when just created, its secret key.
+    pub fn new(team: &Team, secret_api_key: Option<String>) -> Self {
+        Self {
+            id: team.id,
+            name: team.name.clone(),
+            public_token: team.public_token.clone(),
+            secret_api_key,
+            identity_secret: team.identity_secret.clone(),
+            conversations_enabled: team.conversations_enabled,
+            allowed_widget_domains: team.allowed_widget_domains.entries().to_vec(),
+            rate_limits: team.rate_limits,
+            identity_verification: team.identity_verification.clone(),
+        }
+    }
+}
+
+/// SHA-256 of a token: what the database indexes and the cache keys on.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares two secrets in constant time (via their digests, so lengths leak nothing).
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    let (a, b) = (token_digest(a), token_digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn random_token(prefix: &str, len: usize) -> String {
+    let body: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect();
+    format!("{prefix}{body}")
+}
+
+/// A validated `POST /api/teams` body.
+#[derive(Debug, Clone)]
+pub struct NewTeam {
+    /// Name.
+    pub name: String,
+    /// Widget API switch (default on).
+    pub conversations_enabled: bool,
+    /// Allowed embedding hosts (default: anywhere).
+    pub allowed_widget_domains: AllowedDomains,
+    /// Budgets (defaults for keys not given).
+    pub rate_limits: RateLimits,
+    /// Identity verification mode (default off).
+    pub identity_verification: String,
+}
+
+impl NewTeam {
+    /// Just a name, everything else default (the CLI's `team create`).
+    pub fn named(name: &str) -> Result<Self, ValidationError> {
+        let mut body = Map::new();
+        body.insert("name".into(), Value::from(name));
+        Self::parse(&body)
+    }
+
+    /// Parses the admin API body; unknown fields are refused, naming them.
+    pub fn parse(body: &Map<String, Value>) -> Result<Self, ValidationError> {
+        const KNOWN: [&str; 5] = [
+            "name",
+            "conversations_enabled",
+            "allowed_widget_domains",
+            "rate_limits",
+            "identity_verification",
+        ];
+        if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(ValidationError::new(unknown.as_str(), "unknown field"));
+        }
+        let name = match body.get("name") {
+            Some(Value::String(s)) if (1..=200).contains(&s.trim().chars().count()) => {
+                s.trim().to_owned()
+            }
+            _ => {
+                return Err(ValidationError::new(
+                    "name",
+                    "name must be a string of 1 to 200 characters",
+                ))
+            }
+        };
+        let conversations_enabled = match body.get("conversations_enabled") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            _ => {
+                return Err(ValidationError::new(
+                    "conversations_enabled",
+                    "conversations_enabled must be a boolean",
+                ))
+            }
+        };
+        let allowed_widget_domains = match body.get("allowed_widget_domains") {
+            None | Some(Value::Null) => AllowedDomains::default(),
+            Some(Value::Array(items)) if items.len() <= 100 => {
+                let mut hosts = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) if (1..=253).contains(&s.trim().len()) => hosts.push(s.clone()),
+                        _ => {
+                            return Err(ValidationError::new(
+                                "allowed_widget_domains",
+                                "each allowed domain must be a host name such as shop.example.com or *.example.com",
+                            ))
+                        }
+                    }
+                }
+                AllowedDomains::new(hosts)
+            }
+            _ => {
+                return Err(ValidationError::new(
+                    "allowed_widget_domains",
+                    "allowed_widget_domains must be a list of at most 100 host names",
+                ))
+            }
+        };
+        let rate_limits = match body.get("rate_limits") {
+            None | Some(Value::Null) => RateLimits::default(),
+            Some(v) => RateLimits::default().merge_json(v)?,
+        };
+        let identity_verification = match body.get("identity_verification") {
+            None | Some(Value::Null) => "off".to_owned(),
+            Some(Value::String(s)) if ["off", "optional", "required"].contains(&s.as_str()) => {
+                s.clone()
+            }
+            _ => {
+                return Err(ValidationError::new(
+                    "identity_verification",
+                    "identity_verification must be off, optional or required",
+                ))
+            }
+        };
+        Ok(Self {
+            name,
+            conversations_enabled,
+            allowed_widget_domains,
+            rate_limits,
+            identity_verification,
+        })
+    }
+}
+
+/// Creates a team with fresh credentials; the secret key is returned once and stored hashed.
+pub async fn create(store: &PgStore, new: NewTeam) -> Result<CreatedTeam, StoreError> {
+    let team = Team {
+        id: Uuid::now_v7(),
+        name: new.name,
+        public_token: random_token("pub_", 32),
+        conversations_enabled: new.conversations_enabled,
+        allowed_widget_domains: new.allowed_widget_domains,
+        rate_limits: new.rate_limits,
+        identity_verification: new.identity_verification,
+        identity_secret: random_token("", 48),
+    };
+    let secret = random_token("sk_", 43);
+    store.insert_team(&team, &token_digest(&secret)).await?;
+    Ok(CreatedTeam::new(&team, Some(secret)))
+}
+
+/// `colloquy team create`: creates, or with `if_not_exists` shows the existing team of that
+/// name (without its secret key, which is not stored).
+pub async fn create_from_cli(
+    store: &PgStore,
+    name: &str,
+    if_not_exists: bool,
+) -> anyhow::Result<CreatedTeam> {
+    let new = NewTeam::named(name).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    if if_not_exists {
+        if let Some(team) = store.team_by_name(&new.name).await? {
+            return Ok(CreatedTeam::new(&team, None));
+        }
+    }
+    Ok(create(store, new).await?)
+}
+
+/// How long a cached team is trusted; settings changes through other nodes show up by then.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Unknown tokens remembered at most; beyond it they are simply looked up again.
+const MAX_NEGATIVE: usize = 10_000;
+
+/// Which credential a lookup is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Credential {
+    Public,
+    Secret,
+}
+
+/// Token → team, cached for a few seconds (including "no such team", boundedly), so the
+/// widget's polling does not query the teams table on every request.
+#[derive(Clone, Default)]
+pub struct TeamCache {
+    entries: Arc<DashMap<(Credential, [u8; 32]), (Option<Arc<Team>>, Instant)>>,
+}
+
+impl TeamCache {
+    /// The team whose widget token this is.
+    pub async fn by_public_token(
+        &self,
+        store: &PgStore,
+        token: &str,
+    ) -> Result<Option<Arc<Team>>, StoreError> {
+        self.lookup(store, Credential::Public, token).await
+    }
+
+    /// The team whose operator key this is.
+    pub async fn by_secret_key(
+        &self,
+        store: &PgStore,
+        key: &str,
+    ) -> Result<Option<Arc<Team>>, StoreError> {
+        self.lookup(store, Credential::Secret, key).await
+    }
+
+    async fn lookup(
+        &self,
+        store: &PgStore,
+        kind: Credential,
+        token: &str,
+    ) -> Result<Option<Arc<Team>>, StoreError> {
+        let key = (kind, token_digest(token));
+        let cached = self
+            .entries
+            .get(&key)
+            .filter(|e| e.value().1.elapsed() < CACHE_TTL)
+            .map(|e| e.value().0.clone());
+        if let Some(hit) = cached {
+            return Ok(hit);
+        }
+        let found = match kind {
+            Credential::Public => store.team_by_public_digest(&key.1).await?,
+            Credential::Secret => store.team_by_secret_digest(&key.1).await?,
+        }
+        .map(Arc::new);
+        if found.is_some() || self.entries.len() < MAX_NEGATIVE {
+            self.entries.insert(key, (found.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_name_alone_gets_the_defaults() {
+        let t = NewTeam::parse(&body(json!({"name": " Acme "}))).unwrap();
+        assert_eq!(t.name, "Acme");
+        assert!(t.conversations_enabled);
+        assert_eq!(t.rate_limits, RateLimits::default());
+        assert_eq!(t.identity_verification, "off");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        for (v, field) in [
+            (json!({}), "name"),
+            (json!({"name": ""}), "name"),
+            (json!({"name": "a", "colour": 1}), "colour"),
+            (
+                json!({"name": "a", "conversations_enabled": "yes"}),
+                "conversations_enabled",
+            ),
+            (
+                json!({"name": "a", "allowed_widget_domains": "x.com"}),
+                "allowed_widget_domains",
+            ),
+            (
+                json!({"name": "a", "rate_limits": {"nope": 1}}),
+                "rate_limits.nope",
+            ),
+            (
+                json!({"name": "a", "identity_verification": "maybe"}),
+                "identity_verification",
+            ),
+        ] {
+            assert_eq!(NewTeam::parse(&body(v)).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn secrets_compare_by_value() {
+        assert!(secrets_equal("a-long-admin-token", "a-long-admin-token"));
+        assert!(!secrets_equal("a-long-admin-token", "a-long-admin-tokeN"));
+        assert!(!secrets_equal("", "x"));
+    }
+}
