@@ -44,12 +44,16 @@ CREATE TABLE tickets (
     -- Operator messages the visitor has not read / visitor messages the team has not read.
     unread_customer_count integer NOT NULL DEFAULT 0,
     unread_team_count     integer NOT NULL DEFAULT 0,
+    -- When the visitor last marked the ticket read (operators see it).
+    visitor_read_at       timestamptz,
     -- Public messages only: what widgets count and preview.
     message_count        integer NOT NULL DEFAULT 0,
     last_message         text,
     last_message_at      timestamptz,
     -- Newest message of any kind: the per-ticket ordering anchor.
     last_created_at      timestamptz,
+    -- Bumped by every change of the row, so a cached copy can tell which update is newer.
+    version              bigint NOT NULL DEFAULT 0,
     created_at           timestamptz NOT NULL,
     UNIQUE (team_id, ticket_number),
     CHECK ((distinct_id IS NULL) <> (widget_session_id IS NULL))
@@ -58,7 +62,7 @@ CREATE INDEX tickets_by_visitor ON tickets (team_id, distinct_id, last_message_a
     WHERE distinct_id IS NOT NULL;
 CREATE INDEX tickets_by_session ON tickets (team_id, widget_session_id, last_message_at DESC)
     WHERE widget_session_id IS NOT NULL;
-CREATE INDEX tickets_inbox ON tickets (team_id, last_message_at DESC);
+CREATE INDEX tickets_inbox ON tickets (team_id, last_created_at DESC);
 
 CREATE TABLE messages (
     id                uuid PRIMARY KEY,

@@ -35,6 +35,40 @@ pub struct Team {
     pub identity_secret: String,
 }
 
+/// Why an identity check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityError {
+    /// The team requires a hash and none was sent.
+    Required,
+    /// A hash was sent and it is wrong.
+    Invalid,
+}
+
+impl Team {
+    /// Identity verification: `identity_hash` must be hex(HMAC-SHA256(identity_secret,
+    /// distinct_id)) when required, and when sent at all under `optional`; `off` ignores it.
+    /// The comparison is constant-time.
+    pub fn check_identity(
+        &self,
+        distinct_id: &str,
+        hash: Option<&str>,
+    ) -> Result<(), IdentityError> {
+        use hmac::{Hmac, Mac};
+        let hash = hash.map(str::trim).filter(|h| !h.is_empty());
+        match (self.identity_verification.as_str(), hash) {
+            ("off", _) | ("optional", None) => Ok(()),
+            (_, None) => Err(IdentityError::Required),
+            (_, Some(h)) => {
+                let given = hex::decode(h).map_err(|_| IdentityError::Invalid)?;
+                let mut mac = Hmac::<Sha256>::new_from_slice(self.identity_secret.as_bytes())
+                    .map_err(|_| IdentityError::Invalid)?;
+                mac.update(distinct_id.as_bytes());
+                mac.verify_slice(&given).map_err(|_| IdentityError::Invalid)
+            }
+        }
+    }
+}
+
 /// What creating a team returns: the team plus the secret key, shown only this once.
 #[derive(Debug, Clone, Serialize)]
 pub struct CreatedTeam {
@@ -345,6 +379,51 @@ mod tests {
         ] {
             assert_eq!(NewTeam::parse(&body(v)).unwrap_err().field, field);
         }
+    }
+
+    fn team(mode: &str) -> Team {
+        Team {
+            id: Uuid::nil(),
+            name: "t".into(),
+            public_token: "pub_x".into(),
+            conversations_enabled: true,
+            allowed_widget_domains: AllowedDomains::default(),
+            rate_limits: RateLimits::default(),
+            identity_verification: mode.into(),
+            identity_secret: "s3cret".into(),
+        }
+    }
+
+    #[test]
+    fn identity_hashes_are_checked_per_mode() {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(b"alice@example.com");
+        let good = hex::encode(mac.finalize().into_bytes());
+        let id = "alice@example.com";
+        assert_eq!(team("off").check_identity(id, Some("nonsense")), Ok(()));
+        assert_eq!(team("optional").check_identity(id, None), Ok(()));
+        assert_eq!(team("optional").check_identity(id, Some(&good)), Ok(()));
+        assert_eq!(
+            team("optional").check_identity(id, Some("00ff")),
+            Err(IdentityError::Invalid)
+        );
+        assert_eq!(
+            team("required").check_identity(id, None),
+            Err(IdentityError::Required)
+        );
+        assert_eq!(
+            team("required").check_identity(id, Some("zz")),
+            Err(IdentityError::Invalid)
+        );
+        assert_eq!(
+            team("required").check_identity("bob@example.com", Some(&good)),
+            Err(IdentityError::Invalid)
+        );
+        assert_eq!(
+            team("required").check_identity(id, Some(&good.to_uppercase())),
+            Ok(())
+        );
     }
 
     #[test]

@@ -24,6 +24,20 @@ pub struct TicketState {
     pub last_created_at: Option<DateTime<Utc>>,
     /// Operator messages the visitor has not marked read.
     pub unread_customer: i32,
+    /// The row's version; a cached copy only takes newer facts.
+    pub version: i64,
+}
+
+/// The facts about a ticket that change outside appends (status, read marks), with the
+/// row version they belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TicketFacts {
+    /// Status.
+    pub status: TicketStatus,
+    /// The visitor's unread count.
+    pub unread_customer: i32,
+    /// The row's version after the change.
+    pub version: i64,
 }
 
 /// A message about to be written.
@@ -96,6 +110,8 @@ pub struct AppendOutcome {
     pub status: TicketStatus,
     /// Visitor's unread count after the batch.
     pub unread_customer: i32,
+    /// The row's version after the batch.
+    pub version: i64,
     /// One result per message, in the batch's order.
     pub results: Vec<AppendResult>,
 }

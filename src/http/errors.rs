@@ -32,6 +32,12 @@ pub enum ApiError {
     /// The ticket belongs to another visitor.
     #[error("this ticket belongs to another visitor")]
     Forbidden,
+    /// The team requires identity verification and no hash was sent.
+    #[error("identity verification is required: send identity_hash")]
+    IdentityRequired,
+    /// The identity hash is wrong.
+    #[error("identity_hash does not match distinct_id")]
+    IdentityInvalid,
     /// Unknown ticket (or another team's), or unknown route.
     #[error("not found")]
     NotFound,
@@ -62,6 +68,8 @@ impl ApiError {
             ApiError::ConversationsDisabled => "conversations_disabled",
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::Forbidden => "forbidden",
+            ApiError::IdentityRequired => "identity_required",
+            ApiError::IdentityInvalid => "identity_invalid",
             ApiError::NotFound => "not_found",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RateLimited(_) => "rate_limited",
@@ -87,9 +95,11 @@ impl ResponseError for ApiError {
         match self {
             ApiError::InvalidJson(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
-            ApiError::ConversationsDisabled | ApiError::OriginNotAllowed | ApiError::Forbidden => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::ConversationsDisabled
+            | ApiError::OriginNotAllowed
+            | ApiError::Forbidden
+            | ApiError::IdentityRequired
+            | ApiError::IdentityInvalid => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -118,6 +128,15 @@ impl ResponseError for ApiError {
             _ => {}
         }
         res.json(body)
+    }
+}
+
+impl From<crate::teams::IdentityError> for ApiError {
+    fn from(e: crate::teams::IdentityError) -> Self {
+        match e {
+            crate::teams::IdentityError::Required => ApiError::IdentityRequired,
+            crate::teams::IdentityError::Invalid => ApiError::IdentityInvalid,
+        }
     }
 }
 

@@ -102,10 +102,21 @@ pub fn peer_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
 
 /// The widget request's team: token known (401), widget on (403), origin allowed (403).
 pub async fn widget_team(req: &HttpRequest, state: &AppState) -> Result<Arc<Team>, ApiError> {
+    widget_team_or(req, state, None).await
+}
+
+/// [`widget_team`], with a fallback token for clients that cannot send headers
+/// (EventSource passes it as a query parameter).
+pub async fn widget_team_or(
+    req: &HttpRequest,
+    state: &AppState,
+    fallback: Option<&str>,
+) -> Result<Arc<Team>, ApiError> {
     let token = req
         .headers()
         .get("x-conversations-token")
         .and_then(|v| v.to_str().ok())
+        .or(fallback)
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 200)
         .ok_or(ApiError::InvalidToken)?;

@@ -7,6 +7,7 @@ pub mod errors;
 pub mod extract;
 pub mod operator;
 pub mod ops;
+pub mod stream;
 pub mod widget;
 
 use crate::store::PgStore;

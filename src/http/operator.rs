@@ -1,21 +1,139 @@
-//! The operator API (bearer team secret key, every call scoped to that team). So far: the
-//! reply / private-note endpoint, whose appends take the same per-ticket path as visitors'.
+//! The operator API (bearer team secret key, every call scoped to that team): the inbox, a
+//! ticket with every message (private notes included, unescaped), replies and private notes
+//! (appended through the same ticket actor as visitors' messages), status and assignment,
+//! typing, and erasing a visitor.
 
 use super::errors::ApiError;
 use super::extract::{self, json_object, operator_team, opt_str, req_str};
 use super::AppState;
+use crate::store::InboxFilter;
 use actix_web::{web, HttpRequest, HttpResponse};
-use colloquy_actors::domain::{format_utc, AuthorName, AuthorType, MessageContent};
+use colloquy_actors::domain::{format_utc, AuthorName, AuthorType, MessageContent, TicketStatus};
 use colloquy_actors::store::{AppendResult, NewMessage};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// Registers the operator routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/api/conversations/tickets/{ticket_id}/messages",
-        web::post().to(post_reply),
+    cfg.service(
+        web::scope("/api/conversations")
+            .route("/tickets", web::get().to(inbox))
+            .route("/tickets/{ticket_id}", web::get().to(ticket))
+            .route("/tickets/{ticket_id}", web::patch().to(patch_ticket))
+            .route("/tickets/{ticket_id}/messages", web::post().to(post_reply))
+            .route("/tickets/{ticket_id}/typing", web::post().to(typing))
+            .route("/persons/{distinct_id}", web::delete().to(erase_person)),
     );
+}
+
+/// `GET /api/conversations/tickets`: the inbox, newest activity first.
+async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let q = extract::query(&req)?;
+    let non_empty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+    let filter = InboxFilter {
+        status: non_empty("status")
+            .map(|s| TicketStatus::parse(&s, "status"))
+            .transpose()?,
+        distinct_id: non_empty("distinct_id"),
+        assignee: non_empty("assignee"),
+    };
+    let limit = extract::clamped(&q, "limit", 50, 1, 500)?;
+    let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
+    let (count, results) = state.store.inbox(team.id, &filter, limit, offset).await?;
+    Ok(HttpResponse::Ok().json(json!({"count": count, "results": results})))
+}
+
+/// `GET /api/conversations/tickets/{id}`: the ticket and all its messages.
+async fn ticket(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let ticket_id = extract::uuid(&path, "ticket_id")?;
+    let found = state.store.ticket_with_messages(team.id, ticket_id).await?;
+    Ok(HttpResponse::Ok().json(found.ok_or(ApiError::NotFound)?))
+}
+
+/// `PATCH /api/conversations/tickets/{id}` `{status?, assignee?}`.
+async fn patch_ticket(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let ticket_id = extract::uuid(&path, "ticket_id")?;
+    let body = json_object(&req, payload).await?;
+    if let Some(unknown) = body
+        .keys()
+        .find(|k| !["status", "assignee"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(unknown, "unknown field"));
+    }
+    let status = opt_str(&body, "status")?
+        .map(|s| TicketStatus::parse(s, "status"))
+        .transpose()?;
+    let assignee = match body.get("assignee") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(s)) if s.chars().count() <= 200 => {
+            Some(Some(s.trim().to_owned()).filter(|s| !s.is_empty()))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "assignee",
+                "assignee must be a string of at most 200 characters or null",
+            ))
+        }
+    };
+    let facts = state
+        .store
+        .patch_ticket(team.id, ticket_id, status, assignee)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state.tickets.refresh(ticket_id, facts);
+    let found = state.store.ticket_with_messages(team.id, ticket_id).await?;
+    let mut ticket = found.ok_or(ApiError::NotFound)?;
+    if let Some(obj) = ticket.as_object_mut() {
+        obj.remove("messages");
+    }
+    Ok(HttpResponse::Ok().json(ticket))
+}
+
+/// `POST /api/conversations/tickets/{id}/typing`: tells the visitor's open streams.
+async fn typing(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let ticket_id = extract::uuid(&path, "ticket_id")?;
+    state.tickets.typing(team.id, ticket_id, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `DELETE /api/conversations/persons/{distinct_id}`: erases the visitor's tickets and messages.
+async fn erase_person(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let distinct_id = path.trim();
+    if distinct_id.is_empty() || distinct_id.chars().count() > 400 {
+        return Err(ApiError::invalid(
+            "distinct_id",
+            "distinct_id must be 1 to 400 characters",
+        ));
+    }
+    let erased = state.store.erase_person(team.id, distinct_id).await?;
+    for id in &erased {
+        state.tickets.evict(*id).await;
+    }
+    tracing::info!(team_id = %team.id, tickets = erased.len(), "erased a visitor");
+    Ok(HttpResponse::Ok().json(json!({"deleted_tickets": erased.len()})))
 }
 
 /// `POST /api/conversations/tickets/{id}/messages`: a reply (`human` or `AI`) or a private note.

@@ -27,7 +27,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/api/conversations/widget")
             .route("/message", web::post().to(post_message))
             .route("/messages/{ticket_id}", web::get().to(get_messages))
-            .route("/tickets", web::get().to(get_tickets)),
+            .route("/tickets", web::get().to(get_tickets))
+            .route("/messages/{ticket_id}/read", web::post().to(mark_read))
+            .route("/typing", web::post().to(typing))
+            .route("/stream/{ticket_id}", web::get().to(super::stream::stream)),
     );
 }
 
@@ -82,7 +85,7 @@ struct MessageCreated {
     unread_count: i32,
 }
 
-async fn admit(
+pub(super) async fn admit(
     state: &AppState,
     team: &Team,
     checks: Vec<RateCheck>,
@@ -102,7 +105,7 @@ async fn admit(
     })
 }
 
-fn read_check(team: &Team, what: &str, distinct_id: &DistinctId) -> RateCheck {
+pub(super) fn read_check(team: &Team, what: &str, distinct_id: &DistinctId) -> RateCheck {
     RateCheck {
         tier: Tier::ReadDistinctId,
         key: format!("{what}:{distinct_id}"),
@@ -125,6 +128,7 @@ async fn post_message(
         return Ok(decoy(&state, &team, &body, ip));
     }
     let input = MessageInput::parse(&body)?;
+    team.check_identity(input.distinct_id.as_str(), opt_str(&body, "identity_hash")?)?;
 
     if let Some(cmid) = &input.client_message_id {
         let found = state
@@ -268,7 +272,7 @@ fn decoy(state: &AppState, team: &Team, body: &Map<String, Value>, ip: IpAddr) -
 
 /// One message as the documented surface shows it: escaped, never private.
 #[derive(Serialize)]
-struct WidgetMessage {
+pub(super) struct WidgetMessage {
     id: Uuid,
     content: String,
     author_type: &'static str,
@@ -278,6 +282,7 @@ struct WidgetMessage {
 }
 
 impl From<&StoredMessage> for WidgetMessage {
+    /// Escapes what a widget might insert as HTML.
     fn from(m: &StoredMessage) -> Self {
         Self {
             id: m.id,
@@ -299,13 +304,24 @@ struct MessagesPage {
     unread_count: i32,
 }
 
-fn distinct_id_param(
+/// The visitor of a GET: `distinct_id`, checked against `identity_hash` as the team requires.
+pub(super) fn visitor_param(
+    team: &Team,
     q: &std::collections::HashMap<String, String>,
 ) -> Result<DistinctId, ApiError> {
     let raw = q
         .get("distinct_id")
         .ok_or_else(|| ApiError::invalid("distinct_id", "distinct_id is required"))?;
-    Ok(DistinctId::parse(raw)?)
+    let id = DistinctId::parse(raw)?;
+    team.check_identity(id.as_str(), q.get("identity_hash").map(String::as_str))?;
+    Ok(id)
+}
+
+/// The visitor of a small POST (`typing`, `read`): `distinct_id` and `identity_hash`.
+fn visitor_body(team: &Team, body: &Map<String, Value>) -> Result<DistinctId, ApiError> {
+    let id = DistinctId::parse(req_str(body, "distinct_id")?)?;
+    team.check_identity(id.as_str(), opt_str(body, "identity_hash")?)?;
+    Ok(id)
 }
 
 /// `GET /api/conversations/widget/messages/{ticket_id}`: the visitor's messages after `after`.
@@ -318,7 +334,7 @@ async fn get_messages(
     let team = widget_team(&req, &state).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let q = extract::query(&req)?;
-    let distinct_id = distinct_id_param(&q)?;
+    let distinct_id = visitor_param(&team, &q)?;
     let after = q
         .get("after")
         .map(|a| parse_timestamp(a, "after"))
@@ -375,7 +391,7 @@ async fn get_tickets(
     let team = widget_team(&req, &state).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let q = extract::query(&req)?;
-    let distinct_id = distinct_id_param(&q)?;
+    let distinct_id = visitor_param(&team, &q)?;
     let status = q
         .get("status")
         .filter(|s| !s.is_empty())
@@ -413,6 +429,67 @@ async fn get_tickets(
             })
             .collect(),
     }))
+}
+
+/// `POST /api/conversations/widget/messages/{ticket_id}/read`: the visitor has read the
+/// operators' replies; their unread count drops to 0 and operators' streams are told.
+#[tracing::instrument(skip_all, fields(team_id))]
+async fn mark_read(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = widget_team(&req, &state).await?;
+    let ticket_id = extract::uuid(&path, "ticket_id")?;
+    let body = json_object(&req, payload).await?;
+    let distinct_id = visitor_body(&team, &body)?;
+    let ip = extract::peer_ip(&req, &state);
+    admit(
+        &state,
+        &team,
+        vec![read_check(&team, "read", &distinct_id)],
+        ip,
+        Some(&distinct_id),
+    )
+    .await?;
+    let key = VisitorKey::DistinctId(distinct_id);
+    state
+        .tickets
+        .authorize(team.id, ticket_id, Some(key))
+        .await?;
+    let facts = state
+        .store
+        .mark_read_by_visitor(team.id, ticket_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state.tickets.refresh(ticket_id, facts);
+    Ok(HttpResponse::Ok().json(serde_json::json!({"success": true, "unread_count": 0})))
+}
+
+/// `POST /api/conversations/widget/typing` `{distinct_id, ticket_id}`: tells operators' streams.
+#[tracing::instrument(skip_all, fields(team_id))]
+async fn typing(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = widget_team(&req, &state).await?;
+    let body = json_object(&req, payload).await?;
+    let distinct_id = visitor_body(&team, &body)?;
+    let ticket_id = extract::uuid(req_str(&body, "ticket_id")?, "ticket_id")?;
+    let ip = extract::peer_ip(&req, &state);
+    admit(
+        &state,
+        &team,
+        vec![read_check(&team, "typing", &distinct_id)],
+        ip,
+        Some(&distinct_id),
+    )
+    .await?;
+    let key = VisitorKey::DistinctId(distinct_id);
+    state.tickets.typing(team.id, ticket_id, Some(key)).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[cfg(test)]

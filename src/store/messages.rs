@@ -171,7 +171,7 @@ impl Store for PgStore {
         let stmt = client
             .prepare_cached(
                 "SELECT status, distinct_id, widget_session_id, last_created_at,
-                        unread_customer_count
+                        unread_customer_count, version
                  FROM tickets WHERE id = $1 AND team_id = $2",
             )
             .await
@@ -202,6 +202,7 @@ impl Store for PgStore {
             status: TicketStatus::from_stored(row.get(0)),
             last_created_at: row.get(3),
             unread_customer: row.get(4),
+            version: row.get(5),
         }))
     }
 
@@ -277,6 +278,7 @@ impl Store for PgStore {
                 status: TicketStatus::New,
                 last_created_at: Some(created_at),
                 unread_customer: 0,
+                version: 0,
             },
             message: stored(first, author_name, created_at),
         })
@@ -293,7 +295,7 @@ impl Store for PgStore {
         let lock = tx
             .prepare_cached(
                 "SELECT status, last_created_at, clock_timestamp(), unread_customer_count,
-                        traits->>'name'
+                        traits->>'name', version
                  FROM tickets WHERE id = $1 AND team_id = $2 FOR UPDATE",
             )
             .await
@@ -310,6 +312,7 @@ impl Store for PgStore {
         let times = assign_created_at(row.get(2), prev_last, batch.len());
         let mut unread_customer: i32 = row.get(3);
         let mut name: Option<String> = row.get(4);
+        let mut version: i64 = row.get(5);
 
         // Names follow the traits as they are merged, message by message.
         let mut rows = Rows::default();
@@ -358,34 +361,39 @@ impl Store for PgStore {
                          last_message_at = COALESCE($7, last_message_at),
                          unread_team_count = unread_team_count + $8,
                          unread_customer_count = $9,
-                         traits = traits || $10
-                     WHERE id = $1 AND team_id = $2",
+                         traits = traits || $10,
+                         version = version + 1
+                     WHERE id = $1 AND team_id = $2
+                     RETURNING version",
                 )
                 .await
                 .map_err(db_error)?;
-            tx.execute(
-                &update,
-                &[
-                    &ticket_id,
-                    &team_id,
-                    &status.as_str(),
-                    &last_at,
-                    &public,
-                    &last_public,
-                    &last_public_at(&results),
-                    &unread_team,
-                    &unread_customer,
-                    &Json(traits.to_json()),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
+            let updated = tx
+                .query_one(
+                    &update,
+                    &[
+                        &ticket_id,
+                        &team_id,
+                        &status.as_str(),
+                        &last_at,
+                        &public,
+                        &last_public,
+                        &last_public_at(&results),
+                        &unread_team,
+                        &unread_customer,
+                        &Json(traits.to_json()),
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            version = updated.get(0);
         }
         tx.commit().await.map_err(db_error)?;
         Ok(AppendOutcome {
             prev_last_created_at: prev_last,
             status,
             unread_customer,
+            version,
             results,
         })
     }

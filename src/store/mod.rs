@@ -5,9 +5,11 @@
 //! transactions; every query is scoped by `team_id`.
 
 mod messages;
+mod operator;
 mod teams;
 mod tickets;
 
+pub use operator::InboxFilter;
 pub use tickets::{TicketListing, TicketSummary};
 
 use crate::config::DatabaseSettings;

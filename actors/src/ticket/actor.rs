@@ -9,12 +9,15 @@
 use super::supervisor::Shared;
 use super::{Recent, TicketError};
 use crate::domain::{TicketStatus, VisitorKey};
-use crate::store::{AppendOutcome, AppendResult, MessagePage, NewMessage, StoreError, TicketState};
+use crate::store::{
+    AppendOutcome, AppendResult, MessagePage, NewMessage, StoreError, StoredMessage, TicketFacts,
+    TicketState,
+};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// Appends one message to the ticket, after checking the request may.
@@ -75,6 +78,90 @@ pub struct TicketPage {
 #[rtype(result = "()")]
 pub struct Drain;
 
+/// Something that happened to a ticket, as its live subscribers (SSE streams) see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TicketEvent {
+    /// A committed message (private notes only reach operator subscribers).
+    Message(StoredMessage),
+    /// The status changed.
+    Status(TicketStatus),
+    /// Someone is typing: the visitor (`customer: true`) or an operator.
+    Typing {
+        /// Whether the visitor is the one typing.
+        customer: bool,
+    },
+    /// The visitor marked the ticket read.
+    Read,
+}
+
+/// New facts from a change made outside the actor (operator PATCH, mark-read); applied only
+/// if newer than what the actor holds, then told to subscribers.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Refresh(pub TicketFacts);
+
+/// Checks that a request may use the ticket (team, then owner key).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TicketError>")]
+pub struct Authorize {
+    /// The requesting team.
+    pub team_id: Uuid,
+    /// The visitor's key, or `None` for an operator.
+    pub visitor: Option<VisitorKey>,
+}
+
+/// The ticket was deleted: stop and never come back.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Evict;
+
+/// Tells subscribers someone is typing, after checking the request may.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TicketError>")]
+pub struct Typing {
+    /// The requesting team.
+    pub team_id: Uuid,
+    /// The visitor's key, or `None` for an operator.
+    pub visitor: Option<VisitorKey>,
+}
+
+/// Opens a live subscription: the messages after `after` now, then every event as it happens.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Subscription, TicketError>")]
+pub struct Subscribe {
+    /// The requesting team.
+    pub team_id: Uuid,
+    /// The visitor's key, or `None` for an operator.
+    pub visitor: Option<VisitorKey>,
+    /// Replay messages strictly after this (None: the whole history).
+    pub after: Option<DateTime<Utc>>,
+    /// Operators see private notes; widgets never do.
+    pub include_private: bool,
+}
+
+/// A live subscription. Messages in `replay` and in `events` may overlap (a commit can land
+/// while the replay is read): consumers skip messages not after the last they passed on.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Current status.
+    pub status: TicketStatus,
+    /// Messages after the requested point, ascending.
+    pub replay: Vec<StoredMessage>,
+    /// Events from now on; closed when the subscriber falls behind (it should reconnect
+    /// with `Last-Event-ID` and be replayed what it missed) or the actor stops.
+    pub events: mpsc::Receiver<TicketEvent>,
+}
+
+/// Events a subscriber may have waiting before it counts as gone.
+const SUBSCRIBER_BUFFER: usize = 64;
+/// Live subscribers per ticket.
+const MAX_SUBSCRIBERS: usize = 20_000;
+
+struct Subscriber {
+    tx: mpsc::Sender<TicketEvent>,
+    include_private: bool,
+}
+
 struct Pending {
     message: NewMessage,
     reply: oneshot::Sender<Result<Appended, TicketError>>,
@@ -89,6 +176,8 @@ pub struct TicketActor {
     last_used: Instant,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
+    subscribers: Vec<Subscriber>,
+    gone: bool,
     shared: Arc<Shared>,
 }
 
@@ -103,6 +192,8 @@ impl TicketActor {
             last_used: Instant::now(),
             draining: false,
             drained: Vec::new(),
+            subscribers: Vec::new(),
+            gone: false,
             shared,
         }
     }
@@ -157,8 +248,11 @@ impl TicketActor {
     ) {
         match res {
             Ok(outcome) => {
-                self.state.status = outcome.status;
-                self.state.unread_customer = outcome.unread_customer;
+                self.apply(TicketFacts {
+                    status: outcome.status,
+                    unread_customer: outcome.unread_customer,
+                    version: outcome.version,
+                });
                 let stored: Vec<_> = outcome
                     .results
                     .iter()
@@ -169,6 +263,9 @@ impl TicketActor {
                     .collect();
                 if let Some(last) = stored.last() {
                     self.state.last_created_at = Some(last.created_at);
+                }
+                for m in &stored {
+                    self.broadcast(&TicketEvent::Message(m.clone()));
                 }
                 self.recent.extend(outcome.prev_last_created_at, stored);
                 for (reply, result) in replies.into_iter().zip(outcome.results) {
@@ -199,6 +296,44 @@ impl TicketActor {
         }
     }
 
+    /// Takes newer facts, telling subscribers what changed.
+    fn apply(&mut self, facts: TicketFacts) {
+        if facts.version <= self.state.version {
+            return;
+        }
+        let before = (self.state.status, self.state.unread_customer);
+        self.state.status = facts.status;
+        self.state.unread_customer = facts.unread_customer;
+        self.state.version = facts.version;
+        if before.0 != facts.status {
+            self.broadcast(&TicketEvent::Status(facts.status));
+        }
+        if before.1 > 0 && facts.unread_customer == 0 {
+            self.broadcast(&TicketEvent::Read);
+        }
+    }
+
+    /// Hands an event to every subscriber without waiting; one that is full or gone is
+    /// dropped (it reconnects and is replayed what it missed), so a slow client never
+    /// holds up the ticket or the others.
+    fn broadcast(&mut self, event: &TicketEvent) {
+        let private = matches!(event, TicketEvent::Message(m) if m.is_private);
+        let stats = &self.shared.stats;
+        self.subscribers.retain(|s| {
+            if private && !s.include_private {
+                return true;
+            }
+            match s.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    stats.dropped();
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+
     fn fail_pending(&mut self, err: TicketError) {
         let n = self.pending.len() as i64;
         for p in self.pending.drain(..) {
@@ -216,7 +351,9 @@ impl TicketActor {
     }
 
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.last_used.elapsed() >= self.shared.config.idle_after;
+        self.subscribers.retain(|s| !s.tx.is_closed());
+        let idle = self.last_used.elapsed() >= self.shared.config.idle_after
+            && self.subscribers.is_empty();
         if idle && !self.in_flight && self.pending.is_empty() {
             self.shared.stats.evicted();
             self.evict(ctx);
@@ -253,6 +390,9 @@ impl Supervised for TicketActor {
         self.in_flight = false;
         self.recent.invalidate();
         self.last_used = Instant::now();
+        if self.gone {
+            return;
+        }
         // Heal the registry if an eviction raced a request that still held our address.
         self.shared
             .registry
@@ -340,5 +480,93 @@ impl Handler<Drain> for TicketActor {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+impl Handler<Refresh> for TicketActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Refresh, _: &mut Self::Context) {
+        self.shared.stats.handled();
+        self.apply(msg.0);
+    }
+}
+
+impl Handler<Evict> for TicketActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
+        self.gone = true;
+        self.subscribers.clear();
+        self.recent.invalidate();
+        self.evict(ctx);
+    }
+}
+
+impl Handler<Typing> for TicketActor {
+    type Result = Result<(), TicketError>;
+
+    fn handle(&mut self, msg: Typing, _: &mut Self::Context) -> Self::Result {
+        self.shared.stats.handled();
+        self.check_access(msg.team_id, msg.visitor.as_ref())?;
+        self.broadcast(&TicketEvent::Typing {
+            customer: msg.visitor.is_some(),
+        });
+        Ok(())
+    }
+}
+
+impl Handler<Subscribe> for TicketActor {
+    type Result = ResponseFuture<Result<Subscription, TicketError>>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+        self.last_used = Instant::now();
+        self.shared.stats.handled();
+        if let Err(e) = self.check_access(msg.team_id, msg.visitor.as_ref()) {
+            return Box::pin(async move { Err(e) });
+        }
+        self.subscribers.retain(|s| !s.tx.is_closed());
+        if self.subscribers.len() >= MAX_SUBSCRIBERS {
+            self.shared.stats.dropped();
+            return Box::pin(async { Err(TicketError::Overloaded) });
+        }
+        let (tx, events) = mpsc::channel(SUBSCRIBER_BUFFER);
+        self.subscribers.push(Subscriber {
+            tx,
+            include_private: msg.include_private,
+        });
+        let status = self.state.status;
+        // Replay everything the subscriber missed, however much it is.
+        let limit = usize::MAX / 2;
+        if let Some(page) = self.recent.page(msg.after, limit, msg.include_private) {
+            return Box::pin(async move {
+                Ok(Subscription {
+                    status,
+                    replay: page.messages,
+                    events,
+                })
+            });
+        }
+        let store = Arc::clone(&self.shared.store);
+        let (team_id, ticket_id) = (self.state.team_id, self.state.id);
+        Box::pin(async move {
+            let page = store
+                .page_messages(team_id, ticket_id, msg.after, 10_000, msg.include_private)
+                .await?;
+            Ok(Subscription {
+                status,
+                replay: page.messages,
+                events,
+            })
+        })
+    }
+}
+
+impl Handler<Authorize> for TicketActor {
+    type Result = Result<(), TicketError>;
+
+    fn handle(&mut self, msg: Authorize, _: &mut Self::Context) -> Self::Result {
+        self.shared.stats.handled();
+        self.check_access(msg.team_id, msg.visitor.as_ref())
     }
 }

@@ -5,7 +5,10 @@ mod actor;
 mod recent;
 mod supervisor;
 
-pub use actor::{Append, Appended, Drain, ReadMessages, TicketActor, TicketPage};
+pub use actor::{
+    Append, Appended, Authorize, Drain, Evict, ReadMessages, Refresh, Subscribe, Subscription,
+    TicketActor, TicketEvent, TicketPage, Typing,
+};
 pub use recent::Recent;
 pub use supervisor::{TicketConfig, TicketSupervisor, Tickets};
 

@@ -5,11 +5,14 @@
 //! after a fault. Actors evict themselves when idle. The [`TicketSupervisor`] actor sweeps
 //! the registry and drains every ticket at shutdown.
 
-use super::actor::{Append, Appended, Drain, ReadMessages, TicketActor, TicketPage};
+use super::actor::{
+    Append, Appended, Authorize, Drain, Evict, ReadMessages, Refresh, Subscribe, Subscription,
+    TicketActor, TicketPage, Typing,
+};
 use super::{Recent, TicketError};
 use crate::domain::VisitorKey;
 use crate::stats::{ActorStats, ActorStatsSnapshot};
-use crate::store::{NewMessage, NewTicket, Opened, Store, StoreError};
+use crate::store::{NewMessage, NewTicket, Opened, Store, StoreError, TicketFacts};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use dashmap::mapref::entry::Entry;
@@ -146,6 +149,75 @@ impl Tickets {
         self.ask(addr, msg).await?
     }
 
+    /// Opens a live subscription to a ticket's events (SSE).
+    pub async fn subscribe(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<VisitorKey>,
+        after: Option<DateTime<Utc>>,
+        include_private: bool,
+    ) -> Result<Subscription, TicketError> {
+        let addr = self.actor(team_id, ticket_id).await?;
+        let msg = Subscribe {
+            team_id,
+            visitor,
+            after,
+            include_private,
+        };
+        self.ask(addr, msg).await?
+    }
+
+    /// Checks that a request may use the ticket: 404 for another team's, 403 for another
+    /// visitor's.
+    pub async fn authorize(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<VisitorKey>,
+    ) -> Result<(), TicketError> {
+        let addr = self.actor(team_id, ticket_id).await?;
+        self.ask(addr, Authorize { team_id, visitor }).await?
+    }
+
+    /// Tells a ticket's subscribers someone is typing.
+    pub async fn typing(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<VisitorKey>,
+    ) -> Result<(), TicketError> {
+        let addr = self.actor(team_id, ticket_id).await?;
+        self.ask(addr, Typing { team_id, visitor }).await?
+    }
+
+    /// Hands newer facts (after a change made outside the actor) to the live actor, if any.
+    pub fn refresh(&self, ticket_id: Uuid, facts: TicketFacts) {
+        if let Some(addr) = self.live(ticket_id) {
+            if addr.try_send(Refresh(facts)).is_err() {
+                self.shared.stats.dropped();
+            }
+        }
+    }
+
+    /// Stops a deleted ticket's actor so nothing of it stays in memory.
+    pub async fn evict(&self, ticket_id: Uuid) {
+        if let Some(addr) = self.live(ticket_id) {
+            let _ = addr
+                .send(Evict)
+                .timeout(self.shared.config.request_timeout)
+                .await;
+        }
+    }
+
+    fn live(&self, ticket_id: Uuid) -> Option<Addr<TicketActor>> {
+        self.shared
+            .registry
+            .get(&ticket_id)
+            .map(|a| a.value().clone())
+            .filter(Addr::connected)
+    }
+
     /// Lets every ticket actor commit what it has queued; new appends are refused.
     pub async fn drain(&self) {
         let _ = self.supervisor.send(DrainAll).await;
@@ -189,12 +261,7 @@ impl Tickets {
         team_id: Uuid,
         ticket_id: Uuid,
     ) -> Result<Addr<TicketActor>, TicketError> {
-        let live = self
-            .shared
-            .registry
-            .get(&ticket_id)
-            .map(|a| a.value().clone());
-        if let Some(addr) = live.filter(Addr::connected) {
+        if let Some(addr) = self.live(ticket_id) {
             return Ok(addr);
         }
         let store = Arc::clone(&self.shared.store);

@@ -1,0 +1,148 @@
+//! Server-Sent Events: `GET /api/conversations/widget/stream/{ticket_id}`. A reply reaches
+//! the visitor the moment it is committed, not at the next poll.
+//!
+//! The stream first replays what the client missed (after `Last-Event-ID` or `after`), then
+//! forwards the ticket actor's events. Each message event's id is its `created_at`, so a
+//! reconnect resumes exactly where it stopped. The actor never waits for a stream: a client
+//! that falls behind is cut off and reconnects with replay. Heartbeats keep proxies from
+//! closing idle streams.
+
+use super::errors::ApiError;
+use super::extract::{self, widget_team_or};
+use super::widget::{admit, read_check, visitor_param, WidgetMessage};
+use super::AppState;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use colloquy_actors::domain::{format_utc, parse_timestamp, VisitorKey};
+use colloquy_actors::store::StoredMessage;
+use colloquy_actors::ticket::{Subscription, TicketEvent};
+use serde_json::json;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How often an idle stream sends a comment line.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// `GET /api/conversations/widget/stream/{ticket_id}?distinct_id=…&token=…[&after=…]`.
+#[tracing::instrument(skip_all, fields(team_id))]
+pub async fn stream(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = extract::query(&req)?;
+    let team = widget_team_or(&req, &state, q.get("token").map(String::as_str)).await?;
+    tracing::Span::current().record("team_id", tracing::field::display(team.id));
+    let distinct_id = visitor_param(&team, &q)?;
+    let ticket_id = extract::uuid(&path, "ticket_id")?;
+    let resume = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| parse_timestamp(v.trim(), "Last-Event-ID"))
+        .or_else(|| q.get("after").map(|a| parse_timestamp(a, "after")))
+        .transpose()?;
+    let ip = extract::peer_ip(&req, &state);
+    admit(
+        &state,
+        &team,
+        vec![read_check(&team, "stream", &distinct_id)],
+        ip,
+        Some(&distinct_id),
+    )
+    .await?;
+    let key = VisitorKey::DistinctId(distinct_id);
+    let sub = state
+        .tickets
+        .subscribe(team.id, ticket_id, Some(key), resume, false)
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("content-type", "text/event-stream"))
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(events(sub, resume)))
+}
+
+struct Feed {
+    status: Option<String>,
+    replay: VecDeque<StoredMessage>,
+    sub: Subscription,
+    last: Option<DateTime<Utc>>,
+    heartbeat: tokio::time::Interval,
+}
+
+impl Feed {
+    fn id_line(&self) -> String {
+        self.last
+            .map(|t| format!("id: {}\n", format_utc(t)))
+            .unwrap_or_default()
+    }
+
+    /// A message event, unless the client already has it (replay and live events overlap).
+    fn message(&mut self, m: &StoredMessage) -> Option<Bytes> {
+        if m.is_private || self.last.is_some_and(|last| m.created_at <= last) {
+            return None;
+        }
+        self.last = Some(m.created_at);
+        let data = serde_json::to_string(&WidgetMessage::from(m)).ok()?;
+        Some(Bytes::from(format!(
+            "{}event: message\ndata: {data}\n\n",
+            self.id_line()
+        )))
+    }
+
+    fn event(&self, name: &str, data: serde_json::Value) -> Bytes {
+        Bytes::from(format!("{}event: {name}\ndata: {data}\n\n", self.id_line()))
+    }
+}
+
+fn events(
+    sub: Subscription,
+    resume: Option<DateTime<Utc>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.reset();
+    let feed = Feed {
+        status: Some(sub.status.as_str().to_owned()),
+        replay: sub.replay.iter().cloned().collect(),
+        sub,
+        last: resume,
+        heartbeat,
+    };
+    futures_util::stream::unfold(feed, |mut feed| async move {
+        if let Some(status) = feed.status.take() {
+            let first = format!(
+                "retry: 2000\n\n{}",
+                String::from_utf8_lossy(&feed.event("status", json!({"ticket_status": status})))
+            );
+            return Some((Ok(Bytes::from(first)), feed));
+        }
+        while let Some(m) = feed.replay.pop_front() {
+            if let Some(bytes) = feed.message(&m) {
+                return Some((Ok(bytes), feed));
+            }
+        }
+        loop {
+            let bytes = tokio::select! {
+                event = feed.sub.events.recv() => match event? {
+                    TicketEvent::Message(m) => match feed.message(&m) {
+                        Some(b) => b,
+                        None => continue,
+                    },
+                    TicketEvent::Status(s) => feed.event("status", json!({"ticket_status": s.as_str()})),
+                    TicketEvent::Typing { customer } => {
+                        if customer {
+                            continue; // the visitor's own typing is not echoed back
+                        }
+                        feed.event("typing", json!({"author": "operator"}))
+                    }
+                    TicketEvent::Read => feed.event("read", json!({"unread_count": 0})),
+                },
+                _ = feed.heartbeat.tick() => Bytes::from_static(b": heartbeat\n\n"),
+            };
+            return Some((Ok(bytes), feed));
+        }
+    })
+}

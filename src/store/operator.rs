@@ -1,0 +1,226 @@
+//! Queries of the operator API: the inbox, one ticket with every message, status and
+//! assignment changes, read marks, settings and erasure. Operators see private notes.
+
+use super::{db_error, PgStore};
+use chrono::{DateTime, Utc};
+use colloquy_actors::domain::{format_utc, TicketStatus};
+use colloquy_actors::store::{StoreError, TicketFacts};
+use serde_json::{json, Value};
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// The operator view of a ticket: counts and previews include private notes.
+const TICKET_SELECT: &str = "
+    SELECT t.id, t.ticket_number, t.status, COALESCE(t.distinct_id, t.linked_distinct_id) AS distinct_id,
+           t.widget_session_id, t.assignee, t.traits, t.unread_team_count, t.created_at,
+           t.last_created_at,
+           (SELECT count(*) FROM messages m WHERE m.ticket_id = t.id) AS message_count,
+           (SELECT m.content FROM messages m WHERE m.ticket_id = t.id
+              ORDER BY m.created_at DESC LIMIT 1) AS last_message,
+           COALESCE((SELECT max(f.score) FROM suspicion_flags f
+              WHERE f.team_id = t.team_id AND f.ticket_id = t.id), 0)::int4 AS suspicion_score
+    FROM tickets t";
+
+fn ticket_json(r: &Row) -> Value {
+    let last: Option<DateTime<Utc>> = r.get("last_created_at");
+    json!({
+        "id": r.get::<_, Uuid>("id"),
+        "ticket_number": r.get::<_, i64>("ticket_number"),
+        "status": r.get::<_, &str>("status"),
+        "distinct_id": r.get::<_, Option<String>>("distinct_id"),
+        "widget_session_id": r.get::<_, Option<Uuid>>("widget_session_id"),
+        "assignee": r.get::<_, Option<String>>("assignee"),
+        "traits": r.get::<_, Json<Value>>("traits").0,
+        "message_count": r.get::<_, i64>("message_count"),
+        "unread_team_count": r.get::<_, i32>("unread_team_count"),
+        "last_message": r.get::<_, Option<String>>("last_message"),
+        "last_message_at": last.map(format_utc),
+        "created_at": format_utc(r.get("created_at")),
+        "suspicion_score": r.get::<_, i32>("suspicion_score"),
+    })
+}
+
+/// Inbox filters.
+#[derive(Debug, Default)]
+pub struct InboxFilter {
+    /// Only this status.
+    pub status: Option<TicketStatus>,
+    /// Only this visitor.
+    pub distinct_id: Option<String>,
+    /// Only this assignee.
+    pub assignee: Option<String>,
+}
+
+impl PgStore {
+    /// The team's tickets, newest activity first, with the total matching.
+    pub async fn inbox(
+        &self,
+        team_id: Uuid,
+        f: &InboxFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(i64, Vec<Value>), StoreError> {
+        let client = self.client().await?;
+        let filter = "WHERE t.team_id = $1 AND ($2::text IS NULL OR t.status = $2)
+            AND ($3::text IS NULL OR COALESCE(t.distinct_id, t.linked_distinct_id) = $3)
+            AND ($4::text IS NULL OR t.assignee = $4)";
+        let page = client
+            .prepare_cached(&format!(
+                "{TICKET_SELECT} {filter} ORDER BY t.last_created_at DESC, t.id DESC LIMIT $5 OFFSET $6"
+            ))
+            .await
+            .map_err(db_error)?;
+        let count = client
+            .prepare_cached(&format!("SELECT count(*) FROM tickets t {filter}"))
+            .await
+            .map_err(db_error)?;
+        let status = f.status.map(TicketStatus::as_str);
+        let p: [&(dyn ToSql + Sync); 6] = [
+            &team_id,
+            &status,
+            &f.distinct_id,
+            &f.assignee,
+            &limit,
+            &offset,
+        ];
+        let (rows, total) =
+            tokio::try_join!(client.query(&page, &p), client.query_one(&count, &p[..4]))
+                .map_err(db_error)?;
+        Ok((total.get(0), rows.iter().map(ticket_json).collect()))
+    }
+
+    /// One ticket with all its messages, private notes included, or `None`.
+    pub async fn ticket_with_messages(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<Option<Value>, StoreError> {
+        let client = self.client().await?;
+        let one = client
+            .prepare_cached(&format!(
+                "{TICKET_SELECT} WHERE t.id = $1 AND t.team_id = $2"
+            ))
+            .await
+            .map_err(db_error)?;
+        let msgs = client
+            .prepare_cached(
+                "SELECT id, content, rich_content, author_type, author_name, is_private, created_at
+                 FROM messages WHERE ticket_id = $1 AND team_id = $2 ORDER BY created_at",
+            )
+            .await
+            .map_err(db_error)?;
+        let p: [&(dyn ToSql + Sync); 2] = [&ticket_id, &team_id];
+        let (ticket, rows) = tokio::try_join!(client.query_opt(&one, &p), client.query(&msgs, &p))
+            .map_err(db_error)?;
+        let Some(ticket) = ticket else {
+            return Ok(None);
+        };
+        let mut v = ticket_json(&ticket);
+        v["messages"] = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.get::<_, Uuid>(0),
+                    "content": r.get::<_, String>(1),
+                    "rich_content": r.get::<_, Option<Json<Value>>>(2).map(|j| j.0),
+                    "author_type": r.get::<_, &str>(3),
+                    "author_name": r.get::<_, Option<String>>(4),
+                    "is_private": r.get::<_, bool>(5),
+                    "created_at": format_utc(r.get(6)),
+                })
+            })
+            .collect();
+        Ok(Some(v))
+    }
+
+    /// Changes status and/or assignee (`Some(None)` unassigns); `None` if no such ticket.
+    pub async fn patch_ticket(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        status: Option<TicketStatus>,
+        assignee: Option<Option<String>>,
+    ) -> Result<Option<TicketFacts>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE tickets SET status = COALESCE($3, status),
+                     assignee = CASE WHEN $4 THEN $5 ELSE assignee END,
+                     version = version + 1
+                 WHERE id = $1 AND team_id = $2
+                 RETURNING status, unread_customer_count, version",
+            )
+            .await
+            .map_err(db_error)?;
+        let set_assignee = assignee.is_some();
+        let assignee = assignee.flatten();
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &ticket_id,
+                    &team_id,
+                    &status.map(TicketStatus::as_str),
+                    &set_assignee,
+                    &assignee,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| facts(&r)))
+    }
+
+    /// Clears the visitor's unread count; `None` if no such ticket.
+    pub async fn mark_read_by_visitor(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<Option<TicketFacts>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE tickets SET unread_customer_count = 0, visitor_read_at = now(),
+                     version = version + 1
+                 WHERE id = $1 AND team_id = $2
+                 RETURNING status, unread_customer_count, version",
+            )
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_opt(&stmt, &[&ticket_id, &team_id])
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| facts(&r)))
+    }
+
+    /// Erases a visitor: every ticket opened by (or linked to) this distinct_id, with its
+    /// messages. Returns the erased ticket ids.
+    pub async fn erase_person(
+        &self,
+        team_id: Uuid,
+        distinct_id: &str,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM tickets WHERE team_id = $1 AND (distinct_id = $2 OR linked_distinct_id = $2)
+                 RETURNING id",
+            )
+            .await
+            .map_err(db_error)?;
+        let rows = client
+            .query(&stmt, &[&team_id, &distinct_id])
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+fn facts(r: &Row) -> TicketFacts {
+    TicketFacts {
+        status: TicketStatus::from_stored(r.get(0)),
+        unread_customer: r.get(1),
+        version: r.get(2),
+    }
+}
