@@ -16,6 +16,8 @@ CREATE TABLE teams (
     conversations_enabled  boolean NOT NULL DEFAULT true,
     allowed_widget_domains text[] NOT NULL DEFAULT '{}',
     rate_limits            jsonb NOT NULL DEFAULT '{}',
+    -- Who is mailed about new tickets.
+    notification_recipients text[] NOT NULL DEFAULT '{}',
     created_at             timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX teams_by_name ON teams (name);

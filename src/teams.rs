@@ -33,6 +33,8 @@ pub struct Team {
     pub identity_verification: String,
     /// HMAC key for identity verification (needed in clear to compute the HMAC).
     pub identity_secret: String,
+    /// Who is mailed about new tickets.
+    pub notification_recipients: Vec<String>,
 }
 
 /// Why an identity check failed.
@@ -121,6 +123,16 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
         .zip(b.iter())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
         == 0
+}
+
+/// A fresh widget token.
+pub fn new_public_token() -> String {
+    random_token("pub_", 32)
+}
+
+/// A fresh identity verification secret.
+pub fn new_identity_secret() -> String {
+    random_token("", 48)
 }
 
 fn random_token(prefix: &str, len: usize) -> String {
@@ -238,17 +250,94 @@ impl NewTeam {
     }
 }
 
+/// A validated `PATCH /api/conversations/settings` body: only the fields given change.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsPatch {
+    /// New widget switch.
+    pub conversations_enabled: Option<bool>,
+    /// New allowed hosts.
+    pub allowed_widget_domains: Option<AllowedDomains>,
+    /// New budgets (merged over the current ones).
+    pub rate_limits: Option<RateLimits>,
+    /// New identity verification mode.
+    pub identity_verification: Option<String>,
+    /// New notification recipients.
+    pub notification_recipients: Option<Vec<String>>,
+}
+
+impl SettingsPatch {
+    /// Parses a settings change against the team's current settings; unknown fields are refused.
+    pub fn parse(current: &Team, body: &Map<String, Value>) -> Result<Self, ValidationError> {
+        const KNOWN: [&str; 5] = [
+            "conversations_enabled",
+            "allowed_widget_domains",
+            "rate_limits",
+            "identity_verification",
+            "notification_recipients",
+        ];
+        if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(ValidationError::new(unknown.as_str(), "unknown field"));
+        }
+        // The team-creation rules apply to each field; reuse them.
+        let mut as_new = body.clone();
+        as_new.remove("notification_recipients");
+        as_new.insert("name".into(), Value::from(current.name.clone()));
+        as_new.remove("rate_limits");
+        let parsed = NewTeam::parse(&as_new)?;
+        let notification_recipients = match body.get("notification_recipients") {
+            None => None,
+            Some(Value::Array(items)) if items.len() <= 20 => Some(
+                items
+                    .iter()
+                    .map(|v| match v.as_str().map(str::trim) {
+                        Some(e) if e.contains('@') && (3..=254).contains(&e.len()) => {
+                            Ok(e.to_owned())
+                        }
+                        _ => Err(ValidationError::new(
+                            "notification_recipients",
+                            "each recipient must be an email address",
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "notification_recipients",
+                    "notification_recipients must be a list of at most 20 email addresses",
+                ))
+            }
+        };
+        Ok(Self {
+            conversations_enabled: body
+                .contains_key("conversations_enabled")
+                .then_some(parsed.conversations_enabled),
+            allowed_widget_domains: body
+                .contains_key("allowed_widget_domains")
+                .then_some(parsed.allowed_widget_domains),
+            rate_limits: body
+                .get("rate_limits")
+                .map(|v| current.rate_limits.merge_json(v))
+                .transpose()?,
+            identity_verification: body
+                .contains_key("identity_verification")
+                .then_some(parsed.identity_verification),
+            notification_recipients,
+        })
+    }
+}
+
 /// Creates a team with fresh credentials; the secret key is returned once and stored hashed.
 pub async fn create(store: &PgStore, new: NewTeam) -> Result<CreatedTeam, StoreError> {
     let team = Team {
         id: Uuid::now_v7(),
         name: new.name,
-        public_token: random_token("pub_", 32),
+        public_token: new_public_token(),
         conversations_enabled: new.conversations_enabled,
         allowed_widget_domains: new.allowed_widget_domains,
         rate_limits: new.rate_limits,
         identity_verification: new.identity_verification,
-        identity_secret: random_token("", 48),
+        identity_secret: new_identity_secret(),
+        notification_recipients: Vec::new(),
     };
     let secret = random_token("sk_", 43);
     store.insert_team(&team, &token_digest(&secret)).await?;
@@ -307,6 +396,12 @@ impl TeamCache {
         key: &str,
     ) -> Result<Option<Arc<Team>>, StoreError> {
         self.lookup(store, Credential::Secret, key).await
+    }
+
+    /// Forgets every cached credential of a team, after its settings or tokens changed.
+    pub fn invalidate(&self, team_id: Uuid) {
+        self.entries
+            .retain(|_, (team, _)| team.as_ref().is_none_or(|t| t.id != team_id));
     }
 
     async fn lookup(
@@ -391,6 +486,7 @@ mod tests {
             rate_limits: RateLimits::default(),
             identity_verification: mode.into(),
             identity_secret: "s3cret".into(),
+            notification_recipients: vec![],
         }
     }
 

@@ -7,6 +7,7 @@ use super::errors::ApiError;
 use super::extract::{self, json_object, operator_team, opt_str, req_str};
 use super::AppState;
 use crate::store::InboxFilter;
+use crate::teams::{SettingsPatch, Team};
 use actix_web::{web, HttpRequest, HttpResponse};
 use colloquy_actors::domain::{format_utc, AuthorName, AuthorType, MessageContent, TicketStatus};
 use colloquy_actors::store::{AppendResult, NewMessage};
@@ -22,7 +23,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/tickets/{ticket_id}", web::patch().to(patch_ticket))
             .route("/tickets/{ticket_id}/messages", web::post().to(post_reply))
             .route("/tickets/{ticket_id}/typing", web::post().to(typing))
-            .route("/persons/{distinct_id}", web::delete().to(erase_person)),
+            .route("/persons/{distinct_id}", web::delete().to(erase_person))
+            .route("/settings", web::get().to(get_settings))
+            .route("/settings", web::patch().to(patch_settings))
+            .route(
+                "/settings/rotate_public_token",
+                web::post().to(rotate_public_token),
+            )
+            .route(
+                "/settings/rotate_identity_secret",
+                web::post().to(rotate_identity_secret),
+            ),
     );
 }
 
@@ -195,4 +206,69 @@ async fn post_reply(
         "created_at": format_utc(m.created_at),
         "ticket_status": appended.status.as_str(),
     })))
+}
+
+fn settings_json(team: &Team) -> Value {
+    json!({
+        "team_id": team.id,
+        "name": team.name,
+        "public_token": team.public_token,
+        "conversations_enabled": team.conversations_enabled,
+        "allowed_widget_domains": team.allowed_widget_domains.entries(),
+        "rate_limits": team.rate_limits,
+        "identity_verification": team.identity_verification,
+        "identity_secret": team.identity_secret,
+        "notification_recipients": team.notification_recipients,
+    })
+}
+
+/// `GET /api/conversations/settings`.
+async fn get_settings(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    Ok(HttpResponse::Ok().json(settings_json(&team)))
+}
+
+/// `PATCH /api/conversations/settings`: takes effect on the next request (cache dropped).
+async fn patch_settings(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let body = json_object(&req, payload).await?;
+    let patch = SettingsPatch::parse(&team, &body)?;
+    let updated = state
+        .store
+        .update_settings(team.id, &patch)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state.teams.invalidate(team.id);
+    Ok(HttpResponse::Ok().json(settings_json(&updated)))
+}
+
+/// `POST /api/conversations/settings/rotate_public_token`: the old token stops working at once.
+async fn rotate_public_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let token = crate::teams::new_public_token();
+    state.store.set_public_token(team.id, &token).await?;
+    state.teams.invalidate(team.id);
+    Ok(HttpResponse::Ok().json(json!({"public_token": token})))
+}
+
+/// `POST /api/conversations/settings/rotate_identity_secret`.
+async fn rotate_identity_secret(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let secret = crate::teams::new_identity_secret();
+    state.store.set_identity_secret(team.id, &secret).await?;
+    state.teams.invalidate(team.id);
+    Ok(HttpResponse::Ok().json(json!({"identity_secret": secret})))
 }

@@ -1,14 +1,14 @@
 //! Team queries.
 
 use super::{db_error, PgStore};
-use crate::teams::{token_digest, Team};
+use crate::teams::{token_digest, SettingsPatch, Team};
 use colloquy_actors::domain::{AllowedDomains, RateLimits};
 use colloquy_actors::store::StoreError;
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 const TEAM_COLUMNS: &str = "id, name, public_token, conversations_enabled, allowed_widget_domains,
-    rate_limits, identity_verification, identity_secret";
+    rate_limits, identity_verification, identity_secret, notification_recipients";
 
 fn team_from_row(r: &Row) -> Team {
     let limits: Json<serde_json::Value> = r.get("rate_limits");
@@ -26,6 +26,7 @@ fn team_from_row(r: &Row) -> Team {
             .unwrap_or_default(),
         identity_verification: r.get("identity_verification"),
         identity_secret: r.get("identity_secret"),
+        notification_recipients: r.get("notification_recipients"),
     }
 }
 
@@ -94,6 +95,88 @@ impl PgStore {
         digest: &[u8; 32],
     ) -> Result<Option<Team>, StoreError> {
         self.team_where("secret_key_sha256", digest).await
+    }
+
+    /// Applies a settings change and returns the team as it now is.
+    pub async fn update_settings(
+        &self,
+        team_id: uuid::Uuid,
+        p: &SettingsPatch,
+    ) -> Result<Option<Team>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE teams SET
+                 conversations_enabled = COALESCE($2, conversations_enabled),
+                 allowed_widget_domains = COALESCE($3, allowed_widget_domains),
+                 rate_limits = COALESCE($4, rate_limits),
+                 identity_verification = COALESCE($5, identity_verification),
+                 notification_recipients = COALESCE($6, notification_recipients)
+             WHERE id = $1 RETURNING {TEAM_COLUMNS}"
+        );
+        let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
+        let limits = p
+            .rate_limits
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map(Json);
+        let domains = p
+            .allowed_widget_domains
+            .as_ref()
+            .map(|d| d.entries().to_vec());
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &team_id,
+                    &p.conversations_enabled,
+                    &domains,
+                    &limits,
+                    &p.identity_verification,
+                    &p.notification_recipients,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.as_ref().map(team_from_row))
+    }
+
+    /// Replaces the widget token; the old one stops working at once.
+    pub async fn set_public_token(
+        &self,
+        team_id: uuid::Uuid,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE teams SET public_token = $2, public_token_sha256 = $3 WHERE id = $1",
+            )
+            .await
+            .map_err(db_error)?;
+        client
+            .execute(&stmt, &[&team_id, &token, &token_digest(token).as_slice()])
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Replaces the identity verification secret.
+    pub async fn set_identity_secret(
+        &self,
+        team_id: uuid::Uuid,
+        secret: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("UPDATE teams SET identity_secret = $2 WHERE id = $1")
+            .await
+            .map_err(db_error)?;
+        client
+            .execute(&stmt, &[&team_id, &secret])
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// The oldest team with this name (for `team create --if-not-exists`).
