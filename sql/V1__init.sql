@@ -96,3 +96,32 @@ CREATE TABLE suspicion_flags (
     observed_at timestamptz NOT NULL
 );
 CREATE INDEX suspicion_flags_by_team ON suspicion_flags (team_id, observed_at DESC);
+
+-- Restore by email (posthog-js surface): one-time links, stored as SHA-256, valid 60 minutes.
+CREATE TABLE restore_tokens (
+    id           uuid PRIMARY KEY,
+    team_id      uuid NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
+    token_sha256 bytea NOT NULL UNIQUE,
+    email        text NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    used_at      timestamptz,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX tickets_by_email ON tickets (team_id, (traits->>'email'))
+    WHERE widget_session_id IS NOT NULL;
+
+-- Outbound mail, written in the request's transaction and delivered by the Mailer actor
+-- with retries; without SMTP it stays here (and in the log) for a developer to read.
+CREATE TABLE outbox (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    team_id         uuid REFERENCES teams (id) ON DELETE CASCADE,
+    recipient       text NOT NULL,
+    subject         text NOT NULL,
+    body            text NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    sent_at         timestamptz,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL;

@@ -90,6 +90,16 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "WORKERS")]
     pub workers: Option<usize>,
+    /// Outgoing mail server, `smtp://host:port`; unset keeps mails in the outbox table.
+    #[arg(long, env = "SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// The From address of outgoing mail.
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "colloquy <noreply@localhost.localdomain>"
+    )]
+    pub mail_from: String,
 }
 
 /// Validated database settings.
@@ -135,6 +145,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// HTTP workers.
     pub workers: Option<usize>,
+    /// Outgoing mail, if configured.
+    pub smtp: Option<crate::mailer::SmtpSettings>,
 }
 
 impl Settings {
@@ -153,6 +165,13 @@ impl Settings {
         if args.workers == Some(0) {
             bail!("WORKERS must be at least 1");
         }
+        let smtp = args
+            .smtp_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| crate::mailer::SmtpSettings::parse(u, &args.mail_from))
+            .transpose()?;
         Ok(Self {
             database,
             bind,
@@ -160,6 +179,7 @@ impl Settings {
             trusted_proxies,
             log_format: args.log_format,
             workers: args.workers,
+            smtp,
         })
     }
 }
@@ -194,6 +214,8 @@ mod tests {
             trusted_proxies: String::new(),
             log_format: LogFormat::Text,
             workers: None,
+            smtp_url: None,
+            mail_from: "colloquy <noreply@example.com>".into(),
         };
         f(&mut a);
         a

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod http;
+pub mod mailer;
 pub mod startup;
 pub mod store;
 pub mod teams;

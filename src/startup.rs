@@ -38,11 +38,12 @@ impl Application {
         let pg = PgStore::new(pool);
         let port_store: Arc<dyn Store> = Arc::new(pg.clone());
         let state = AppState {
-            store: pg,
+            store: pg.clone(),
             teams: TeamCache::default(),
             limiters: RateLimiters::default(),
             tickets: Tickets::start(Arc::clone(&port_store), TicketConfig::default()),
             suspicion: SuspicionDetector::start(port_store),
+            mailer: crate::mailer::MailerHandle::start(pg.clone(), settings.smtp.clone()),
             admin_token: settings.admin_token.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
         };

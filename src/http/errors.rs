@@ -23,6 +23,9 @@ pub enum ApiError {
     /// Missing or unknown token / key.
     #[error("missing or invalid token")]
     InvalidToken,
+    /// Missing or unknown token on the posthog-js surface, which answers 403 for it.
+    #[error("missing or invalid token")]
+    TokenRefused,
     /// The team switched the widget off.
     #[error("conversations are disabled for this team")]
     ConversationsDisabled,
@@ -64,7 +67,7 @@ impl ApiError {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::Validation(_) => "validation_error",
-            ApiError::InvalidToken => "invalid_token",
+            ApiError::InvalidToken | ApiError::TokenRefused => "invalid_token",
             ApiError::ConversationsDisabled => "conversations_disabled",
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::Forbidden => "forbidden",
@@ -96,6 +99,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidJson(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::ConversationsDisabled
+            | ApiError::TokenRefused
             | ApiError::OriginNotAllowed
             | ApiError::Forbidden
             | ApiError::IdentityRequired

@@ -112,6 +112,30 @@ pub async fn widget_team_or(
     state: &AppState,
     fallback: Option<&str>,
 ) -> Result<Arc<Team>, ApiError> {
+    let team = widget_team_unchecked(req, state, fallback).await?;
+    check_origin(req, &team)?;
+    Ok(team)
+}
+
+/// `403 origin_not_allowed` unless the Origin (else Referer) host is one of the team's.
+pub fn check_origin(req: &HttpRequest, team: &Team) -> Result<(), ApiError> {
+    let origin = [header::ORIGIN, header::REFERER]
+        .iter()
+        .find_map(|h| req.headers().get(h).and_then(|v| v.to_str().ok()));
+    if team.allowed_widget_domains.permits(origin) {
+        Ok(())
+    } else {
+        Err(ApiError::OriginNotAllowed)
+    }
+}
+
+/// The team of a widget token (401 unknown, 403 switched off), without the origin check,
+/// which the posthog-js surface applies only to some endpoints.
+pub async fn widget_team_unchecked(
+    req: &HttpRequest,
+    state: &AppState,
+    fallback: Option<&str>,
+) -> Result<Arc<Team>, ApiError> {
     let token = req
         .headers()
         .get("x-conversations-token")
@@ -127,12 +151,6 @@ pub async fn widget_team_or(
         .ok_or(ApiError::InvalidToken)?;
     if !team.conversations_enabled {
         return Err(ApiError::ConversationsDisabled);
-    }
-    let origin = [header::ORIGIN, header::REFERER]
-        .iter()
-        .find_map(|h| req.headers().get(h).and_then(|v| v.to_str().ok()));
-    if !team.allowed_widget_domains.permits(origin) {
-        return Err(ApiError::OriginNotAllowed);
     }
     Ok(team)
 }

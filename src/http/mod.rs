@@ -7,8 +7,10 @@ pub mod errors;
 pub mod extract;
 pub mod operator;
 pub mod ops;
+pub mod restore;
 pub mod stream;
 pub mod widget;
+pub mod widget_v1;
 
 use crate::store::PgStore;
 use crate::teams::TeamCache;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub tickets: Tickets,
     /// The suspicion detector.
     pub suspicion: SuspicionHandle,
+    /// Outgoing mail.
+    pub mailer: crate::mailer::MailerHandle,
     /// Admin bearer token, if the admin API is on.
     pub admin_token: Option<String>,
     /// Proxies whose X-Forwarded-For is believed.
@@ -41,6 +45,7 @@ pub struct AppState {
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(widget::routes)
+        .configure(widget_v1::routes)
         .configure(operator::routes)
         .configure(admin::routes)
         .configure(ops::routes);

@@ -187,6 +187,7 @@ async fn post_reply(
         distinct_id: None,
         client_message_id: None,
         traits: None,
+        reopens: false,
     };
     let appended = state
         .tickets

@@ -179,6 +179,7 @@ async fn post_message(
         distinct_id: Some(input.distinct_id.to_string()),
         client_message_id: input.client_message_id.map(|c| c.as_str().to_owned()),
         traits: input.traits.clone(),
+        reopens: true,
     };
     let (ticket_id, result, status, unread) = match input.ticket_id {
         None => {
@@ -411,7 +412,13 @@ async fn get_tickets(
 
     let listing = state
         .store
-        .visitor_tickets(team.id, &distinct_id, status, limit, offset)
+        .visitor_tickets(
+            team.id,
+            &VisitorKey::DistinctId(distinct_id),
+            status,
+            limit,
+            offset,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(TicketsPage {
         count: listing.count,

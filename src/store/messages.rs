@@ -171,7 +171,7 @@ impl Store for PgStore {
         let stmt = client
             .prepare_cached(
                 "SELECT status, distinct_id, widget_session_id, last_created_at,
-                        unread_customer_count, version
+                        unread_customer_count, version, linked_distinct_id
                  FROM tickets WHERE id = $1 AND team_id = $2",
             )
             .await
@@ -203,6 +203,7 @@ impl Store for PgStore {
             last_created_at: row.get(3),
             unread_customer: row.get(4),
             version: row.get(5),
+            linked_distinct_id: row.get(6),
         }))
     }
 
@@ -227,7 +228,7 @@ impl Store for PgStore {
             .next()
             .unwrap_or_else(Utc::now);
         let (distinct_id, session) = match &t.owner {
-            VisitorKey::DistinctId(d) => (Some(d.as_str()), None),
+            VisitorKey::DistinctId(d) | VisitorKey::Verified(d) => (Some(d.as_str()), None),
             VisitorKey::WidgetSession(s) => (None, Some(*s)),
         };
         let first = &t.first;
@@ -274,7 +275,11 @@ impl Store for PgStore {
             ticket: TicketState {
                 id: t.id,
                 team_id: t.team_id,
-                owner: t.owner,
+                owner: match t.owner {
+                    VisitorKey::Verified(d) => VisitorKey::DistinctId(d),
+                    other => other,
+                },
+                linked_distinct_id: t.linked_distinct_id,
                 status: TicketStatus::New,
                 last_created_at: Some(created_at),
                 unread_customer: 0,
@@ -338,7 +343,9 @@ impl Store for PgStore {
             }
             last_at = Some(at);
             if m.author_type == AuthorType::Customer {
-                status = status.after_customer_message();
+                if m.reopens {
+                    status = status.after_customer_message();
+                }
                 unread_team += 1;
                 if let Some(t) = &m.traits {
                     traits.merge(t);

@@ -6,10 +6,12 @@
 
 mod messages;
 mod operator;
+mod restore;
 mod teams;
 mod tickets;
 
 pub use operator::InboxFilter;
+pub use restore::{Mail, Redeemed};
 pub use tickets::{TicketListing, TicketSummary};
 
 use crate::config::DatabaseSettings;

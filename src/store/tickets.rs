@@ -2,7 +2,7 @@
 
 use super::{db_error, PgStore};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::{DistinctId, TicketStatus};
+use colloquy_actors::domain::{TicketStatus, VisitorKey};
 use colloquy_actors::store::StoreError;
 use uuid::Uuid;
 
@@ -37,36 +37,42 @@ pub struct TicketListing {
 }
 
 impl PgStore {
-    /// A visitor's tickets on the documented surface, newest `last_message_at` first.
+    /// The tickets a visitor key reaches, newest `last_message_at` first: a distinct_id's own
+    /// tickets, a widget session's, or every ticket of a verified person.
     pub async fn visitor_tickets(
         &self,
         team_id: Uuid,
-        distinct_id: &DistinctId,
+        key: &VisitorKey,
         status: Option<TicketStatus>,
         limit: i64,
         offset: i64,
     ) -> Result<TicketListing, StoreError> {
         let client = self.client().await?;
+        let (owner, id) = match key {
+            VisitorKey::DistinctId(d) => ("distinct_id = $2", d.to_string()),
+            VisitorKey::WidgetSession(s) => ("widget_session_id = ($2::text)::uuid", s.to_string()),
+            VisitorKey::Verified(d) => (
+                "(distinct_id = $2 OR linked_distinct_id = $2)",
+                d.to_string(),
+            ),
+        };
+        let filter =
+            format!("WHERE team_id = $1 AND {owner} AND ($3::text IS NULL OR status = $3)");
         let page = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT id, ticket_number, status, last_message, last_message_at, message_count,
                         unread_customer_count, created_at
-                 FROM tickets
-                 WHERE team_id = $1 AND distinct_id = $2 AND ($3::text IS NULL OR status = $3)
+                 FROM tickets {filter}
                  ORDER BY last_message_at DESC NULLS LAST, id DESC
-                 LIMIT $4 OFFSET $5",
-            )
+                 LIMIT $4 OFFSET $5"
+            ))
             .await
             .map_err(db_error)?;
         let count = client
-            .prepare_cached(
-                "SELECT count(*) FROM tickets
-                 WHERE team_id = $1 AND distinct_id = $2 AND ($3::text IS NULL OR status = $3)",
-            )
+            .prepare_cached(&format!("SELECT count(*) FROM tickets {filter}"))
             .await
             .map_err(db_error)?;
         let status = status.map(TicketStatus::as_str);
-        let id = distinct_id.as_str();
         // Both queries go out at once on the one connection (tokio-postgres pipelines them).
         let page_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
             [&team_id, &id, &status, &limit, &offset];
