@@ -44,6 +44,7 @@ impl Application {
             tickets: Tickets::start(Arc::clone(&port_store), TicketConfig::default()),
             suspicion: SuspicionDetector::start(port_store),
             mailer: crate::mailer::MailerHandle::start(pg.clone(), settings.smtp.clone()),
+            metrics: Arc::new(crate::telemetry::Metrics::new().context("register metrics")?),
             admin_token: settings.admin_token.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
         };
@@ -57,6 +58,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(widget_cors())
+                .wrap(actix_web::middleware::from_fn(http::ops::record_metrics))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(data.clone())
                 .configure(http::routes)

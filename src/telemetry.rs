@@ -16,3 +16,123 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The Prometheus metrics colloquy exports at `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route pattern, method and status.
+    pub requests: IntCounterVec,
+    /// Request latency by route pattern and method.
+    pub latency: HistogramVec,
+    /// Rate-limit refusals by tier.
+    pub rate_limited: IntCounterVec,
+    /// SSE streams open now.
+    pub streams_open: IntGauge,
+    actors: IntGaugeVec,
+    pool: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "colloquy_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "colloquy_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route", "method"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "colloquy_rate_limited_total",
+                "Requests refused by a rate limit, by tier",
+            ),
+            &["tier"],
+        )?;
+        let streams_open = IntGauge::new(
+            "colloquy_sse_streams_open",
+            "Server-Sent Event streams open now",
+        )?;
+        let actors = IntGaugeVec::new(
+            Opts::new("colloquy_actors", "Actor counters by kind and measure"),
+            &["kind", "measure"],
+        )?;
+        let pool = IntGaugeVec::new(
+            Opts::new(
+                "colloquy_db_pool_connections",
+                "Database pool connections by state",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(streams_open.clone()))?;
+        registry.register(Box::new(actors.clone()))?;
+        registry.register(Box::new(pool.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            rate_limited,
+            streams_open,
+            actors,
+            pool,
+        })
+    }
+
+    /// Sets an actor gauge (called at scrape time from the actors' own counters).
+    pub fn set_actor(&self, kind: &str, s: &colloquy_actors::stats::ActorStatsSnapshot) {
+        let values: [(&str, i64); 8] = [
+            ("alive", s.alive),
+            ("queued", s.queued),
+            ("peak_queued", s.peak_queued),
+            ("handled", s.handled as i64),
+            ("errors", s.errors as i64),
+            ("restarts", s.restarts as i64),
+            ("evictions", s.evictions as i64),
+            ("dropped", s.dropped as i64),
+        ];
+        for (measure, v) in values {
+            self.actors.with_label_values(&[kind, measure]).set(v);
+        }
+    }
+
+    /// Sets the pool gauges.
+    pub fn set_pool(&self, status: deadpool_postgres::Status) {
+        let in_use = status.size.saturating_sub(status.available);
+        self.pool.with_label_values(&["in_use"]).set(in_use as i64);
+        self.pool
+            .with_label_values(&["idle"])
+            .set(status.available as i64);
+        self.pool
+            .with_label_values(&["waiting"])
+            .set(status.waiting as i64);
+        self.pool
+            .with_label_values(&["max"])
+            .set(status.max_size as i64);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -36,6 +36,8 @@ pub struct AppState {
     pub suspicion: SuspicionHandle,
     /// Outgoing mail.
     pub mailer: crate::mailer::MailerHandle,
+    /// Prometheus metrics.
+    pub metrics: std::sync::Arc<crate::telemetry::Metrics>,
     /// Admin bearer token, if the admin API is on.
     pub admin_token: Option<String>,
     /// Proxies whose X-Forwarded-For is believed.

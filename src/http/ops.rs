@@ -11,7 +11,47 @@ use std::time::Duration;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/api/ops/actors", web::get().to(actors));
+        .route("/api/ops/actors", web::get().to(actors))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Counts every request by route pattern (never the raw path: ids would explode the label
+/// set), method and status, and times it.
+pub async fn record_metrics(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = req.method().as_str().to_owned();
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        m.requests
+            .with_label_values(&[&route, &method, res.status().as_str()])
+            .inc();
+        m.latency
+            .with_label_values(&[&route, &method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let m = &state.metrics;
+    m.set_actor("rate_limiter", &state.limiters.stats());
+    m.set_actor("ticket", &state.tickets.stats());
+    m.set_actor("suspicion_detector", &state.suspicion.stats());
+    m.set_pool(state.store.pool().status());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(m.render())
 }
 
 /// The process is up.

@@ -62,7 +62,27 @@ pub async fn stream(
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(events(sub, resume)))
+        .streaming(events(
+            sub,
+            resume,
+            OpenStream::new(&state.metrics.streams_open),
+        )))
+}
+
+/// Counts a stream as open for as long as it lives.
+struct OpenStream(prometheus::IntGauge);
+
+impl OpenStream {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 struct Feed {
@@ -71,6 +91,7 @@ struct Feed {
     sub: Subscription,
     last: Option<DateTime<Utc>>,
     heartbeat: tokio::time::Interval,
+    _open: OpenStream,
 }
 
 impl Feed {
@@ -101,6 +122,7 @@ impl Feed {
 fn events(
     sub: Subscription,
     resume: Option<DateTime<Utc>>,
+    open: OpenStream,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.reset();
@@ -110,6 +132,7 @@ fn events(
         sub,
         last: resume,
         heartbeat,
+        _open: open,
     };
     futures_util::stream::unfold(feed, |mut feed| async move {
         if let Some(status) = feed.status.take() {

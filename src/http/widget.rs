@@ -94,6 +94,11 @@ pub(super) async fn admit(
 ) -> Result<(), ApiError> {
     state.limiters.check(team.id, checks).await.map_err(|e| {
         if let colloquy_actors::rate_limiter::AdmissionError::Refused(r) = &e {
+            state
+                .metrics
+                .rate_limited
+                .with_label_values(&[r.tier.as_str()])
+                .inc();
             state.suspicion.observe(Observation::RateLimited {
                 team_id: team.id,
                 tier: r.tier,
