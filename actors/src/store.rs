@@ -18,6 +18,8 @@ pub struct TicketState {
     pub team_id: Uuid,
     /// The key it was opened with; only that key reaches it from a widget.
     pub owner: VisitorKey,
+    /// The person a posthog-js ticket is linked to: their verified identity reaches it.
+    pub linked_distinct_id: Option<String>,
     /// Current workflow status.
     pub status: TicketStatus,
     /// The newest message's timestamp (private notes included): the ordering anchor.
@@ -59,6 +61,9 @@ pub struct NewMessage {
     pub client_message_id: Option<String>,
     /// Visitor traits to merge into the ticket's.
     pub traits: Option<Traits>,
+    /// Whether a customer message reopens a resolved ticket (the documented surface does;
+    /// the posthog-js surface keeps the status).
+    pub reopens: bool,
 }
 
 /// A message as stored, with its position in the ticket's order.

@@ -1,10 +1,13 @@
 //! Starting the real app for a test, and talking to it.
+#![allow(dead_code)]
 
 use colloquy::config::{DatabaseSettings, LogFormat, Settings};
 use colloquy::startup::Application;
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::NoTls;
 
 /// The admin token every test app is started with.
@@ -40,7 +43,13 @@ fn server_url() -> String {
 
 /// Creates a fresh database, builds the app on port 0 and serves it in the background.
 pub async fn spawn_app() -> TestApp {
-    let base = tokio_postgres::Config::from_str(&server_url()).expect("DATABASE_URL is a valid URL");
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with settings changed by `configure` (e.g. an SMTP server).
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let base =
+        tokio_postgres::Config::from_str(&server_url()).expect("DATABASE_URL is a valid URL");
     let db_name = format!("colloquy_test_{}", uuid::Uuid::new_v4().simple());
     let (admin, conn) = base
         .connect(NoTls)
@@ -53,7 +62,7 @@ pub async fn spawn_app() -> TestApp {
         .expect("create the test database");
     let mut db_config = base.clone();
     db_config.dbname(&db_name);
-    let settings = Settings {
+    let mut settings = Settings {
         database: DatabaseSettings {
             config: db_config.clone(),
             pool_size: 8,
@@ -63,7 +72,9 @@ pub async fn spawn_app() -> TestApp {
         trusted_proxies: vec![],
         log_format: LogFormat::Text,
         workers: Some(2),
+        smtp: None,
     };
+    configure(&mut settings);
     let app = Application::build(settings).await.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
@@ -78,7 +89,11 @@ pub async fn spawn_app() -> TestApp {
 impl TestApp {
     /// A direct connection to the app's database, for checking what was stored.
     pub async fn db(&self) -> tokio_postgres::Client {
-        let (client, conn) = self.db_config.connect(NoTls).await.expect("connect to the test database");
+        let (client, conn) = self
+            .db_config
+            .connect(NoTls)
+            .await
+            .expect("connect to the test database");
         actix_web::rt::spawn(conn);
         client
     }
@@ -156,9 +171,17 @@ impl TestApp {
     }
 
     /// `GET /api/conversations/widget/messages/{ticket}` with query pairs.
-    pub async fn get_messages(&self, token: &str, ticket: &str, query: &[(&str, &str)]) -> Response {
+    pub async fn get_messages(
+        &self,
+        token: &str,
+        ticket: &str,
+        query: &[(&str, &str)],
+    ) -> Response {
         self.client
-            .get(format!("{}/api/conversations/widget/messages/{ticket}", self.address))
+            .get(format!(
+                "{}/api/conversations/widget/messages/{ticket}",
+                self.address
+            ))
             .header("X-Conversations-Token", token)
             .query(query)
             .send()
@@ -180,7 +203,10 @@ impl TestApp {
     /// `POST /api/conversations/tickets/{ticket}/messages` as an operator.
     pub async fn operator_post(&self, secret: &str, ticket: &str, body: &Value) -> Response {
         self.client
-            .post(format!("{}/api/conversations/tickets/{ticket}/messages", self.address))
+            .post(format!(
+                "{}/api/conversations/tickets/{ticket}/messages",
+                self.address
+            ))
             .bearer_auth(secret)
             .json(body)
             .send()
@@ -190,7 +216,12 @@ impl TestApp {
 
     /// How many rows `sql` counts (a `SELECT count(*) …` without parameters).
     pub async fn count(&self, sql: &str) -> i64 {
-        self.db().await.query_one(sql, &[]).await.expect("count query").get(0)
+        self.db()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect("count query")
+            .get(0)
     }
 }
 
@@ -200,6 +231,493 @@ pub async fn assert_error(res: Response, status: u16, code: &str) -> Value {
     let body: Value = res.json().await.expect("error bodies are JSON");
     assert_eq!(got, status, "status for {body}");
     assert_eq!(body["code"], code, "code in {body}");
-    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "a sentence in {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a sentence in {body}"
+    );
     body
+}
+
+// --- Operator API, identity verification and SSE helpers (operator, stream, identity,
+// idempotency and isolation tests) ---
+
+/// `hex(HMAC-SHA256(identity_secret, distinct_id))`, as a customer's server computes it.
+pub fn identity_hash(identity_secret: &str, distinct_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(identity_secret.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(distinct_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+impl TestApp {
+    /// Creates a team like [`TestApp::create_team_with`] and also returns the whole
+    /// creation answer (with `identity_secret`, `rate_limits`, …).
+    pub async fn create_team_json(&self, extra: Value) -> (TestTeam, Value) {
+        let mut body = json!({"name": format!("team-{}", uuid::Uuid::new_v4())});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let res = self
+            .client
+            .post(format!("{}/api/teams", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /api/teams");
+        assert_eq!(res.status(), 201, "team creation should succeed");
+        let v: Value = res.json().await.unwrap();
+        let team = TestTeam {
+            id: v["id"].as_str().unwrap().to_owned(),
+            token: v["public_token"].as_str().unwrap().to_owned(),
+            secret: v["secret_api_key"].as_str().unwrap().to_owned(),
+        };
+        (team, v)
+    }
+
+    /// An operator-API request (`Authorization: Bearer secret`) to `path`, with an optional
+    /// JSON body.
+    pub async fn operator(
+        &self,
+        secret: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(secret);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.expect("operator request")
+    }
+
+    /// `GET /api/conversations/tickets/{ticket}` as an operator; asserts `200`.
+    pub async fn operator_ticket(&self, secret: &str, ticket: &str) -> Value {
+        let res = self
+            .operator(
+                secret,
+                reqwest::Method::GET,
+                &format!("/api/conversations/tickets/{ticket}"),
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), 200, "operator GET ticket");
+        res.json().await.unwrap()
+    }
+
+    /// `GET /api/conversations/tickets?…` (the inbox) as an operator.
+    pub async fn inbox(&self, secret: &str, query: &[(&str, &str)]) -> Response {
+        self.client
+            .get(format!("{}/api/conversations/tickets", self.address))
+            .bearer_auth(secret)
+            .query(query)
+            .send()
+            .await
+            .expect("GET inbox")
+    }
+
+    /// `PATCH /api/conversations/tickets/{ticket}` as an operator.
+    pub async fn patch_ticket(&self, secret: &str, ticket: &str, body: &Value) -> Response {
+        self.operator(
+            secret,
+            reqwest::Method::PATCH,
+            &format!("/api/conversations/tickets/{ticket}"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `PATCH /api/conversations/settings` as an operator.
+    pub async fn patch_settings(&self, secret: &str, body: &Value) -> Response {
+        self.operator(
+            secret,
+            reqwest::Method::PATCH,
+            "/api/conversations/settings",
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /api/conversations/widget/messages/{ticket}/read`.
+    pub async fn mark_read(&self, token: &str, ticket: &str, body: &Value) -> Response {
+        self.client
+            .post(format!(
+                "{}/api/conversations/widget/messages/{ticket}/read",
+                self.address
+            ))
+            .header("X-Conversations-Token", token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST read")
+    }
+
+    /// `POST /api/conversations/widget/typing`.
+    pub async fn widget_typing(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}/api/conversations/widget/typing", self.address))
+            .header("X-Conversations-Token", token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST typing")
+    }
+
+    /// `GET /api/conversations/widget/stream/{ticket}` with query pairs and extra headers
+    /// (the token goes in the query as `token=…` unless the caller passes it otherwise).
+    pub async fn open_stream(
+        &self,
+        ticket: &str,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = self
+            .client
+            .get(format!(
+                "{}/api/conversations/widget/stream/{ticket}",
+                self.address
+            ))
+            .query(query);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("GET stream")
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Clone, Debug)]
+pub struct SseEvent {
+    /// The `id:` line, if any.
+    pub id: Option<String>,
+    /// The `event:` name (`message` when absent).
+    pub event: String,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// `data` parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("data {:?}: {e}", self.data))
+    }
+}
+
+/// Reads events off a `text/event-stream` response, chunk by chunk.
+pub struct SseClient {
+    res: Response,
+    buf: String,
+    /// Every raw byte received so far, for "never contains" checks.
+    pub raw: String,
+    ended: bool,
+}
+
+impl SseClient {
+    /// Wraps a `200 text/event-stream` response (asserts both).
+    pub fn new(res: Response) -> Self {
+        assert_eq!(res.status(), 200, "stream status");
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
+        Self {
+            res,
+            buf: String::new(),
+            raw: String::new(),
+            ended: false,
+        }
+    }
+
+    fn take_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let normalized = self.buf.replace("\r\n", "\n");
+            self.buf = normalized;
+            let end = self.buf.find("\n\n")?;
+            let block: String = self.buf[..end].to_owned();
+            self.buf.drain(..end + 2);
+            let (mut id, mut event, mut data, mut any) = (None, None, Vec::new(), false);
+            for line in block.lines() {
+                if line.starts_with(':') {
+                    continue;
+                }
+                let (field, value) = match line.split_once(':') {
+                    Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                    None => (line, ""),
+                };
+                match field {
+                    "id" => id = Some(value.to_owned()),
+                    "event" => {
+                        event = Some(value.to_owned());
+                        any = true
+                    }
+                    "data" => {
+                        data.push(value.to_owned());
+                        any = true
+                    }
+                    _ => {}
+                }
+            }
+            if any {
+                return Some(SseEvent {
+                    id,
+                    event: event.unwrap_or_else(|| "message".to_owned()),
+                    data: data.join("\n"),
+                });
+            }
+        }
+    }
+
+    /// The next event, or `None` if none arrives within `wait` (or the stream ended).
+    pub async fn next_event(&mut self, wait: std::time::Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(e) = self.take_event() {
+                return Some(e);
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, self.res.chunk()).await {
+                Err(_) => return None,
+                Ok(Ok(Some(bytes))) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    self.raw.push_str(&text);
+                    self.buf.push_str(&text);
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => self.ended = true,
+            }
+        }
+    }
+
+    /// The next event named `name` within `wait`, skipping others; panics if none comes.
+    pub async fn expect(&mut self, name: &str, wait: std::time::Duration) -> SseEvent {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Some(e) if e.event == name => return e,
+                Some(_) => continue,
+                None => panic!(
+                    "no `{name}` event within {wait:?}; got so far: {}",
+                    self.raw
+                ),
+            }
+        }
+    }
+
+    /// Every event that arrives within `wait`.
+    pub async fn drain_for(&mut self, wait: std::time::Duration) -> Vec<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Some(e) => out.push(e),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// A response read off a raw socket: status, lower-cased headers, body text.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// `(name, value)` pairs, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body (chunked encoding already removed).
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+impl TestApp {
+    /// `self.address` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// How many messages and tickets the database holds, in that order.
+    pub async fn stored(&self) -> (i64, i64) {
+        (
+            self.count("SELECT count(*) FROM messages").await,
+            self.count("SELECT count(*) FROM tickets").await,
+        )
+    }
+
+    /// Polls `suspicion_flags` for up to 3 seconds until a row with `reason` exists for
+    /// `team_id`; whether it appeared.
+    pub async fn wait_for_flag(&self, team_id: &str, reason: &str) -> bool {
+        let sql = format!(
+            "SELECT count(*) FROM suspicion_flags WHERE team_id = '{team_id}' AND reason = '{reason}'"
+        );
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if self.count(&sql).await > 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `POST /api/conversations/widget/message` with a JSON body and extra headers.
+    pub async fn post_message_with_headers(
+        &self,
+        token: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = self
+            .client
+            .post(self.url("/api/conversations/widget/message"))
+            .header("X-Conversations-Token", token)
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("POST message")
+    }
+
+    /// A GET on `path` (query already in it) with the widget token and extra headers.
+    pub async fn get_with_headers(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.header("X-Conversations-Token", t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("GET")
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) and `body` over a
+    /// plain TCP connection, so a test controls every byte (chunked bodies, bad UTF-8 …).
+    /// Write errors are ignored: a server may answer and close before reading everything.
+    pub async fn raw_request(&self, head: &str, body: &[u8]) -> RawResponse {
+        let host = self.address.trim_start_matches("http://").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&host)
+            .await
+            .expect("connect to the app");
+        let mut bytes = format!("{head}\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes();
+        bytes.extend_from_slice(body);
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.flush().await;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 8192];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "the server answered within 10 seconds");
+        parse_raw_response(&out)
+    }
+}
+
+fn parse_raw_response(raw: &[u8]) -> RawResponse {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("an HTTP response, got {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        let mut rest = body;
+        let mut out = String::new();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Whether `s` is `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC, microseconds), the contract's format.
+pub fn is_utc_micros(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 27
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            26 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Whether `s` parses as a UUID.
+pub fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}
+
+/// Status and JSON body of a response.
+pub async fn status_json(res: Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("a body");
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    (status, v)
+}
+
+/// A distinct_id unique to the call, so tests never collide.
+pub fn visitor(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// The HTML escaping the documented surface applies to returned text.
+pub fn escaped(raw: &str) -> String {
+    raw.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
 }

@@ -3,3 +3,4 @@
 
 mod helpers;
 mod ordering;
+mod widget_v1;

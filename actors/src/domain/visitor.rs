@@ -80,12 +80,23 @@ pub enum VisitorKey {
     DistinctId(DistinctId),
     /// The posthog-js surface: a random session id kept in the browser.
     WidgetSession(Uuid),
+    /// A distinct_id proven by an identity hash: it reaches every ticket of that person,
+    /// on either surface. Never a ticket's own key.
+    Verified(DistinctId),
 }
 
 impl VisitorKey {
-    /// The one access rule of both widget surfaces: a request's key must be the ticket's key.
-    pub fn admits(&self, presented: &VisitorKey) -> bool {
-        self == presented
+    /// The one access rule of both widget surfaces, called on a ticket's key: a request
+    /// must present that key, or a verified identity of the ticket's person (`linked` is
+    /// the distinct_id a posthog-js ticket is linked to).
+    pub fn admits(&self, linked: Option<&str>, presented: &VisitorKey) -> bool {
+        match presented {
+            VisitorKey::Verified(id) => {
+                matches!(self, VisitorKey::DistinctId(own) if own == id)
+                    || linked == Some(id.as_str())
+            }
+            other => self == other,
+        }
     }
 }
 
@@ -148,9 +159,26 @@ mod tests {
         let a = VisitorKey::DistinctId(DistinctId::parse("alice@example.com").unwrap());
         let b = VisitorKey::DistinctId(DistinctId::parse("bob@example.com").unwrap());
         let s = VisitorKey::WidgetSession(Uuid::nil());
-        assert!(a.admits(&a.clone()));
-        assert!(!a.admits(&b));
-        assert!(!a.admits(&s));
+        assert!(a.admits(None, &a.clone()));
+        assert!(!a.admits(None, &b));
+        assert!(!a.admits(None, &s));
+        assert!(
+            !s.admits(Some("alice@example.com"), &a),
+            "a bare distinct_id never reaches a session's ticket"
+        );
+        assert!(s.admits(None, &s.clone()));
+    }
+
+    #[test]
+    fn a_verified_identity_reaches_its_persons_tickets_on_both_surfaces() {
+        let alice = DistinctId::parse("alice@example.com").unwrap();
+        let verified = VisitorKey::Verified(alice.clone());
+        let documented = VisitorKey::DistinctId(alice);
+        let session = VisitorKey::WidgetSession(Uuid::nil());
+        assert!(documented.admits(None, &verified));
+        assert!(session.admits(Some("alice@example.com"), &verified));
+        assert!(!session.admits(Some("bob@example.com"), &verified));
+        assert!(!session.admits(None, &verified));
     }
 
     proptest! {

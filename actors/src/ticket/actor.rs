@@ -203,7 +203,14 @@ impl TicketActor {
             return Err(TicketError::NotFound);
         }
         match visitor {
-            Some(key) if !self.state.owner.admits(key) => Err(TicketError::Forbidden),
+            Some(key)
+                if !self
+                    .state
+                    .owner
+                    .admits(self.state.linked_distinct_id.as_deref(), key) =>
+            {
+                Err(TicketError::Forbidden)
+            }
             _ => Ok(()),
         }
     }
