@@ -16,6 +16,8 @@ CREATE TABLE teams (
     conversations_enabled  boolean NOT NULL DEFAULT true,
     allowed_widget_domains text[] NOT NULL DEFAULT '{}',
     rate_limits            jsonb NOT NULL DEFAULT '{}',
+    -- Spam-defence thresholds and weights (defaults for keys not given).
+    suspicion              jsonb NOT NULL DEFAULT '{}',
     -- Who is mailed about new tickets.
     notification_recipients text[] NOT NULL DEFAULT '{}',
     created_at             timestamptz NOT NULL DEFAULT now()
@@ -125,3 +127,18 @@ CREATE TABLE outbox (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE sent_at IS NULL;
+
+-- Blocked IPs and visitors: set by operators, or for a while by the suspicion detector.
+-- Every node keeps the unexpired ones in memory, refreshed every 2 seconds.
+CREATE TABLE blocks (
+    id          uuid PRIMARY KEY,
+    team_id     uuid NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
+    ip          inet,
+    distinct_id text,
+    reason      text NOT NULL DEFAULT '',
+    source      text NOT NULL CHECK (source IN ('operator', 'detector')),
+    expires_at  timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CHECK ((ip IS NULL) <> (distinct_id IS NULL))
+);
+CREATE INDEX blocks_by_team ON blocks (team_id, created_at DESC);

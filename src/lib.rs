@@ -4,6 +4,7 @@
 //! adapters, the PostgreSQL store and start-up. `main.rs` only wires these together, and the
 //! integration tests build the same [`startup::Application`].
 
+pub mod blocks;
 pub mod config;
 pub mod http;
 pub mod mailer;

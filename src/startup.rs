@@ -44,10 +44,13 @@ impl Application {
             tickets: Tickets::start(Arc::clone(&port_store), TicketConfig::default()),
             suspicion: SuspicionDetector::start(port_store),
             mailer: crate::mailer::MailerHandle::start(pg.clone(), settings.smtp.clone()),
+            blocks: crate::blocks::BlockList::default(),
             metrics: Arc::new(crate::telemetry::Metrics::new().context("register metrics")?),
             admin_token: settings.admin_token.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
         };
+        state.blocks.refresh(&state.store).await;
+        state.blocks.keep_fresh(state.store.clone());
         if state.admin_token.is_none() {
             tracing::warn!("ADMIN_TOKEN is not set: the admin API (POST /api/teams) is disabled");
         }

@@ -2,7 +2,7 @@
 //! widget token or operator key into its team without a query on every request.
 
 use crate::store::PgStore;
-use colloquy_actors::domain::{AllowedDomains, RateLimits, ValidationError};
+use colloquy_actors::domain::{AllowedDomains, RateLimits, SuspicionSettings, ValidationError};
 use colloquy_actors::store::StoreError;
 use dashmap::DashMap;
 use rand::distributions::Alphanumeric;
@@ -35,6 +35,8 @@ pub struct Team {
     pub identity_secret: String,
     /// Who is mailed about new tickets.
     pub notification_recipients: Vec<String>,
+    /// Spam-defence thresholds and weights.
+    pub suspicion: SuspicionSettings,
 }
 
 /// Why an identity check failed.
@@ -92,6 +94,8 @@ pub struct CreatedTeam {
     pub rate_limits: RateLimits,
     /// Identity verification mode.
     pub identity_verification: String,
+    /// Spam-defence settings.
+    pub suspicion: SuspicionSettings,
 }
 
 impl CreatedTeam {
@@ -107,6 +111,7 @@ impl CreatedTeam {
             allowed_widget_domains: team.allowed_widget_domains.entries().to_vec(),
             rate_limits: team.rate_limits,
             identity_verification: team.identity_verification.clone(),
+            suspicion: team.suspicion,
         }
     }
 }
@@ -157,6 +162,8 @@ pub struct NewTeam {
     pub rate_limits: RateLimits,
     /// Identity verification mode (default off).
     pub identity_verification: String,
+    /// Spam-defence settings (defaults for keys not given).
+    pub suspicion: SuspicionSettings,
 }
 
 impl NewTeam {
@@ -169,12 +176,13 @@ impl NewTeam {
 
     /// Parses the admin API body; unknown fields are refused, naming them.
     pub fn parse(body: &Map<String, Value>) -> Result<Self, ValidationError> {
-        const KNOWN: [&str; 5] = [
+        const KNOWN: [&str; 6] = [
             "name",
             "conversations_enabled",
             "allowed_widget_domains",
             "rate_limits",
             "identity_verification",
+            "suspicion",
         ];
         if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(ValidationError::new(unknown.as_str(), "unknown field"));
@@ -240,12 +248,17 @@ impl NewTeam {
                 ))
             }
         };
+        let suspicion = match body.get("suspicion") {
+            None | Some(Value::Null) => SuspicionSettings::default(),
+            Some(v) => SuspicionSettings::default().merge_json(v)?,
+        };
         Ok(Self {
             name,
             conversations_enabled,
             allowed_widget_domains,
             rate_limits,
             identity_verification,
+            suspicion,
         })
     }
 }
@@ -263,17 +276,20 @@ pub struct SettingsPatch {
     pub identity_verification: Option<String>,
     /// New notification recipients.
     pub notification_recipients: Option<Vec<String>>,
+    /// New spam-defence settings (merged over the current ones).
+    pub suspicion: Option<SuspicionSettings>,
 }
 
 impl SettingsPatch {
     /// Parses a settings change against the team's current settings; unknown fields are refused.
     pub fn parse(current: &Team, body: &Map<String, Value>) -> Result<Self, ValidationError> {
-        const KNOWN: [&str; 5] = [
+        const KNOWN: [&str; 6] = [
             "conversations_enabled",
             "allowed_widget_domains",
             "rate_limits",
             "identity_verification",
             "notification_recipients",
+            "suspicion",
         ];
         if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(ValidationError::new(unknown.as_str(), "unknown field"));
@@ -283,6 +299,7 @@ impl SettingsPatch {
         as_new.remove("notification_recipients");
         as_new.insert("name".into(), Value::from(current.name.clone()));
         as_new.remove("rate_limits");
+        as_new.remove("suspicion");
         let parsed = NewTeam::parse(&as_new)?;
         let notification_recipients = match body.get("notification_recipients") {
             None => None,
@@ -322,6 +339,10 @@ impl SettingsPatch {
                 .contains_key("identity_verification")
                 .then_some(parsed.identity_verification),
             notification_recipients,
+            suspicion: body
+                .get("suspicion")
+                .map(|v| current.suspicion.merge_json(v))
+                .transpose()?,
         })
     }
 }
@@ -338,6 +359,7 @@ pub async fn create(store: &PgStore, new: NewTeam) -> Result<CreatedTeam, StoreE
         identity_verification: new.identity_verification,
         identity_secret: new_identity_secret(),
         notification_recipients: Vec::new(),
+        suspicion: new.suspicion,
     };
     let secret = random_token("sk_", 43);
     store.insert_team(&team, &token_digest(&secret)).await?;
@@ -487,6 +509,7 @@ mod tests {
             identity_verification: mode.into(),
             identity_secret: "s3cret".into(),
             notification_recipients: vec![],
+            suspicion: SuspicionSettings::default(),
         }
     }
 

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub streams_open: IntGauge,
     actors: IntGaugeVec,
     pool: IntGaugeVec,
+    verdicts: IntGaugeVec,
 }
 
 impl Metrics {
@@ -86,6 +87,14 @@ impl Metrics {
         registry.register(Box::new(streams_open.clone()))?;
         registry.register(Box::new(actors.clone()))?;
         registry.register(Box::new(pool.clone()))?;
+        let verdicts = IntGaugeVec::new(
+            Opts::new(
+                "colloquy_suspicion_verdicts_total",
+                "Suspicion flags and automatic blocks since start",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(verdicts.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -94,6 +103,7 @@ impl Metrics {
             streams_open,
             actors,
             pool,
+            verdicts,
         })
     }
 
@@ -127,6 +137,16 @@ impl Metrics {
         self.pool
             .with_label_values(&["max"])
             .set(status.max_size as i64);
+    }
+
+    /// Sets the suspicion totals.
+    pub fn set_suspicion(&self, flags: u64, blocks: u64) {
+        self.verdicts
+            .with_label_values(&["flags"])
+            .set(flags as i64);
+        self.verdicts
+            .with_label_values(&["blocks"])
+            .set(blocks as i64);
     }
 
     /// The text exposition format.

@@ -182,6 +182,19 @@ pub struct SuspicionFlag {
     pub observed_at: DateTime<Utc>,
 }
 
+/// A temporary block the suspicion detector imposes on an IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBlock {
+    /// The team.
+    pub team_id: Uuid,
+    /// The blocked address.
+    pub ip: IpAddr,
+    /// Why (the reasons that added up).
+    pub reason: String,
+    /// When the block lapses.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Why storage failed, in terms the HTTP layer can map to the contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -230,4 +243,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Persists suspicion flags.
     async fn record_flags(&self, flags: &[SuspicionFlag]) -> Result<(), StoreError>;
+
+    /// Persists automatic IP blocks.
+    async fn record_blocks(&self, blocks: &[NewBlock]) -> Result<(), StoreError>;
 }

@@ -1,19 +1,26 @@
 //! The SuspicionDetector: fed observations off the request path (`try_send`, never
 //! awaited), it keeps short bounded windows of recent activity, applies plain scoring rules
-//! ([`Rules`]) and writes the flags they raise to the database in batches.
+//! ([`Rules`]) and writes the flags and blocks they raise to the database in batches.
+//!
+//! Scores: each rule that fires adds its weight (per team, [`SuspicionSettings`]) to the
+//! subject — a visitor, or an IP — once per 10-minute window; the score is the sum, at most
+//! 100. Every firing is stored as a flag with the subject's score; a score at or above the
+//! team's block threshold blocks the IP for `block_minutes`.
 //!
 //! A full mailbox drops the observation and counts it: spam defence must never slow or
-//! fail a widget request.
+//! fail a widget request. Every window and map is bounded.
 
+use crate::domain::SuspicionSettings;
 use crate::rate_limiter::Tier;
 use crate::stats::{ActorStats, ActorStatsSnapshot};
-use crate::store::{Store, SuspicionFlag};
+use crate::store::{NewBlock, Store, SuspicionFlag};
 use actix::prelude::*;
 use chrono::Utc;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -28,173 +35,411 @@ pub enum Observation {
         team_id: Uuid,
         /// The client IP.
         ip: IpAddr,
-        /// The distinct_id it sent, if any was readable.
-        distinct_id: Option<String>,
+        /// The visitor key it sent, if readable.
+        visitor: Option<String>,
+        /// The team's settings.
+        settings: SuspicionSettings,
     },
     /// A visitor's message was stored.
-    Message {
-        /// The team.
-        team_id: Uuid,
-        /// The ticket written to.
-        ticket_id: Uuid,
-        /// The visitor.
-        distinct_id: String,
-        /// The client IP.
-        ip: IpAddr,
-        /// A hash of the normalized text (the text itself is never kept).
-        content_hash: u64,
-    },
+    Message(MessageSeen),
     /// A rate limit refused a request.
     RateLimited {
         /// The team.
         team_id: Uuid,
         /// The tier that ran out.
         tier: Tier,
-        /// The visitor, when known.
-        distinct_id: Option<String>,
+        /// The visitor key, when known.
+        visitor: Option<String>,
         /// The client IP.
         ip: IpAddr,
+        /// The team's settings.
+        settings: SuspicionSettings,
     },
 }
 
-/// A hash of message text that ignores case and whitespace, so "BUY NOW" and "buy  now"
-/// count as one repeated text.
-pub fn content_hash(text: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    for word in text.split_whitespace() {
-        word.to_lowercase().hash(&mut h);
+/// The features of a stored message the rules look at (never the text itself).
+#[derive(Debug, Clone)]
+pub struct MessageSeen {
+    /// The team.
+    pub team_id: Uuid,
+    /// The ticket written to.
+    pub ticket_id: Uuid,
+    /// Whether this message opened the ticket.
+    pub opened_ticket: bool,
+    /// The visitor key (distinct_id, or `session:<id>`).
+    pub visitor: String,
+    /// The client IP.
+    pub ip: IpAddr,
+    /// See [`TextFeatures`].
+    pub text: TextFeatures,
+    /// The team's settings.
+    pub settings: SuspicionSettings,
+}
+
+/// What the rules need to know about a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextFeatures {
+    /// Hash of the normalized text (case and whitespace ignored).
+    pub hash: u64,
+    /// Words.
+    pub words: u32,
+    /// Links (`http://`, `https://`, `www.`).
+    pub links: u32,
+    /// Characters.
+    pub chars: u32,
+}
+
+impl TextFeatures {
+    /// Reads the features off a message text.
+    pub fn of(text: &str) -> Self {
+        let mut h = DefaultHasher::new();
+        let (mut words, mut links) = (0u32, 0u32);
+        for word in text.split_whitespace() {
+            let lower = word.to_lowercase();
+            if lower.contains("http://") || lower.contains("https://") || lower.starts_with("www.")
+            {
+                links += 1;
+            }
+            lower.hash(&mut h);
+            words += 1;
+        }
+        Self {
+            hash: h.finish(),
+            words,
+            links,
+            chars: u32::try_from(text.chars().count()).unwrap_or(u32::MAX),
+        }
     }
-    h.finish()
+
+    /// Link spam: several links, or a message that is mostly links.
+    pub fn is_link_heavy(&self) -> bool {
+        self.links >= 3 || (self.links >= 1 && self.links * 3 >= self.words.max(1))
+    }
 }
 
 /// How long activity is remembered.
-const WINDOW: Duration = Duration::from_secs(600);
-/// Identical messages from one visitor in the window that raise a flag.
-const REPEATS_TO_FLAG: usize = 3;
-/// Rate-limit refusals for one key in the window that raise a flag.
-const TRIPS_TO_FLAG: usize = 3;
-/// Most keys a window map holds; the oldest are forgotten first.
+pub const WINDOW: Duration = Duration::from_secs(600);
+/// Identical messages from one visitor that fire `repeated_message`.
+const REPEATS: usize = 3;
+/// Visitors sending the same text that fire `repeated_across_visitors`.
+const SAME_TEXT_VISITORS: usize = 3;
+/// Texts shorter than this are too common ("hi", "thanks") to compare across visitors.
+const MIN_CHARS_ACROSS: u32 = 20;
+/// Distinct visitor keys from one IP that fire `enumeration`.
+const KEYS_PER_IP: usize = 10;
+/// Rate-limit refusals from one IP that fire `rate_limited`.
+const TRIPS: usize = 3;
+/// Messages within [`BURST_SPAN`] of a ticket's creation that fire `burst_after_creation`.
+const BURST_MESSAGES: u32 = 6;
+/// See [`BURST_MESSAGES`].
+const BURST_SPAN: Duration = Duration::from_secs(60);
+/// Most keys any one map holds.
 const MAX_KEYS: usize = 50_000;
-/// Most flags waiting for the database; more are dropped and counted.
+/// Most events any one window holds.
+const MAX_EVENTS: usize = 64;
+/// Most flags or blocks waiting for the database; more are dropped and counted.
 const MAX_UNWRITTEN: usize = 10_000;
+
+/// Who a score belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    Visitor(String),
+    Ip(IpAddr),
+}
+
+#[derive(Debug, Default)]
+struct Score {
+    /// Reason → when it last fired.
+    reasons: HashMap<&'static str, Instant>,
+    blocked_until: Option<Instant>,
+}
+
+/// What the rules decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Store this flag.
+    Flag(SuspicionFlag),
+    /// Block this IP.
+    Block(NewBlock),
+}
 
 /// The scoring rules and the bounded windows they read. Plain code: unit-tested without
 /// actors or a database.
 #[derive(Debug, Default)]
 pub struct Rules {
+    scores: HashMap<(Uuid, Subject), Score>,
     texts: HashMap<(Uuid, String), VecDeque<(Instant, u64)>>,
+    text_senders: HashMap<(Uuid, u64), VecDeque<(Instant, String)>>,
+    ip_keys: HashMap<(Uuid, IpAddr), VecDeque<(Instant, String)>>,
     trips: HashMap<(Uuid, IpAddr), VecDeque<Instant>>,
+    bursts: HashMap<(Uuid, Uuid), (Instant, u32)>,
+}
+
+/// Context of one firing, for the flag row.
+struct Firing<'a> {
+    team_id: Uuid,
+    subject: Subject,
+    reason: &'static str,
+    detail: String,
+    ticket_id: Option<Uuid>,
+    visitor: Option<&'a str>,
+    ip: IpAddr,
+    settings: &'a SuspicionSettings,
 }
 
 impl Rules {
-    /// Applies the rules to one observation at `now`, returning the flags it raises.
-    pub fn observe(&mut self, obs: &Observation, now: Instant) -> Vec<SuspicionFlag> {
-        let flag =
-            |team_id, ticket_id, distinct_id, ip, reason, score, detail: String| SuspicionFlag {
-                team_id,
-                ticket_id,
-                distinct_id,
-                ip: Some(ip),
-                reason,
-                score,
-                detail,
-                observed_at: Utc::now(),
-            };
+    /// Applies the rules to one observation at `now`.
+    pub fn observe(&mut self, obs: &Observation, now: Instant) -> Vec<Verdict> {
+        let mut out = Vec::new();
         match obs {
             Observation::Honeypot {
                 team_id,
                 ip,
-                distinct_id,
-            } => vec![flag(
-                *team_id,
-                None,
-                distinct_id.clone(),
-                *ip,
-                "honeypot",
-                90,
-                "filled the hidden honeypot field".into(),
-            )],
-            Observation::Message {
-                team_id,
-                ticket_id,
-                distinct_id,
-                ip,
-                content_hash,
-            } => {
-                let window = bounded_entry(&mut self.texts, (*team_id, distinct_id.clone()));
-                prune(window, now, |(t, _)| *t);
-                window.push_back((now, *content_hash));
-                let same = window.iter().filter(|(_, h)| h == content_hash).count();
-                if same == REPEATS_TO_FLAG {
-                    vec![flag(
-                        *team_id,
-                        Some(*ticket_id),
-                        Some(distinct_id.clone()),
-                        *ip,
-                        "repeated_message",
-                        60,
-                        format!("the same text {same} times within 10 minutes"),
-                    )]
-                } else {
-                    Vec::new()
-                }
-            }
+                visitor,
+                settings,
+            } => self.fire(
+                Firing {
+                    team_id: *team_id,
+                    subject: Subject::Ip(*ip),
+                    reason: "honeypot",
+                    detail: "filled the hidden honeypot field".into(),
+                    ticket_id: None,
+                    visitor: visitor.as_deref(),
+                    ip: *ip,
+                    settings,
+                },
+                now,
+                &mut out,
+            ),
             Observation::RateLimited {
                 team_id,
                 tier,
-                distinct_id,
+                visitor,
                 ip,
+                settings,
             } => {
-                let window = bounded_entry(&mut self.trips, (*team_id, *ip));
-                prune(window, now, |t| *t);
-                window.push_back(now);
-                if window.len() == TRIPS_TO_FLAG {
-                    vec![flag(
-                        *team_id,
-                        None,
-                        distinct_id.clone(),
-                        *ip,
-                        "rate_limited",
-                        50,
-                        format!(
-                            "{} rate-limit refusals ({}) within 10 minutes",
-                            window.len(),
-                            tier.as_str()
-                        ),
-                    )]
-                } else {
-                    Vec::new()
+                let w = bounded_entry(&mut self.trips, (*team_id, *ip));
+                push(w, now, now, |t| *t);
+                if w.len() >= TRIPS {
+                    let detail = format!(
+                        "{} rate-limit refusals ({}) within 10 minutes",
+                        w.len(),
+                        tier.as_str()
+                    );
+                    self.fire(
+                        Firing {
+                            team_id: *team_id,
+                            subject: Subject::Ip(*ip),
+                            reason: "rate_limited",
+                            detail,
+                            ticket_id: None,
+                            visitor: visitor.as_deref(),
+                            ip: *ip,
+                            settings,
+                        },
+                        now,
+                        &mut out,
+                    );
+                }
+            }
+            Observation::Message(m) => self.message(m, now, &mut out),
+        }
+        out
+    }
+
+    fn message(&mut self, m: &MessageSeen, now: Instant, out: &mut Vec<Verdict>) {
+        let team = m.team_id;
+        let mut fired: Vec<(&'static str, Subject, String)> = Vec::new();
+        let visitor = Subject::Visitor(m.visitor.clone());
+
+        let own = bounded_entry(&mut self.texts, (team, m.visitor.clone()));
+        push(own, (now, m.text.hash), now, |(t, _)| *t);
+        let same = own.iter().filter(|(_, h)| *h == m.text.hash).count();
+        if same >= REPEATS {
+            fired.push((
+                "repeated_message",
+                visitor.clone(),
+                format!("the same text {same} times within 10 minutes"),
+            ));
+        }
+
+        if m.text.chars >= MIN_CHARS_ACROSS {
+            let senders = bounded_entry(&mut self.text_senders, (team, m.text.hash));
+            push(senders, (now, m.visitor.clone()), now, |(t, _)| *t);
+            let mut distinct: Vec<&String> = senders.iter().map(|(_, v)| v).collect();
+            distinct.sort();
+            distinct.dedup();
+            if distinct.len() >= SAME_TEXT_VISITORS {
+                fired.push((
+                    "repeated_across_visitors",
+                    visitor.clone(),
+                    format!(
+                        "the same text from {} visitors within 10 minutes",
+                        distinct.len()
+                    ),
+                ));
+            }
+        }
+
+        if m.text.is_link_heavy() {
+            fired.push((
+                "link_density",
+                visitor.clone(),
+                format!("{} links in {} words", m.text.links, m.text.words),
+            ));
+        }
+
+        let keys = bounded_entry(&mut self.ip_keys, (team, m.ip));
+        push(keys, (now, m.visitor.clone()), now, |(t, _)| *t);
+        let mut distinct: Vec<&String> = keys.iter().map(|(_, v)| v).collect();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() >= KEYS_PER_IP {
+            fired.push((
+                "enumeration",
+                Subject::Ip(m.ip),
+                format!(
+                    "{} visitor ids from one IP within 10 minutes",
+                    distinct.len()
+                ),
+            ));
+        }
+
+        if self.bursts.len() >= MAX_KEYS && !self.bursts.contains_key(&(team, m.ticket_id)) {
+            self.bursts
+                .retain(|_, (opened, _)| now.duration_since(*opened) <= BURST_SPAN);
+        }
+        if m.opened_ticket {
+            if self.bursts.len() < MAX_KEYS {
+                self.bursts.insert((team, m.ticket_id), (now, 1));
+            }
+        } else if let Some((opened, n)) = self.bursts.get_mut(&(team, m.ticket_id)) {
+            if now.duration_since(*opened) <= BURST_SPAN {
+                *n += 1;
+                if *n >= BURST_MESSAGES {
+                    let n = *n;
+                    fired.push((
+                        "burst_after_creation",
+                        visitor.clone(),
+                        format!("{n} messages in the first minute of a ticket"),
+                    ));
                 }
             }
         }
+
+        for (reason, subject, detail) in fired {
+            self.fire(
+                Firing {
+                    team_id: team,
+                    subject,
+                    reason,
+                    detail,
+                    ticket_id: Some(m.ticket_id),
+                    visitor: Some(&m.visitor),
+                    ip: m.ip,
+                    settings: &m.settings,
+                },
+                now,
+                out,
+            );
+        }
     }
 
-    /// Forgets windows with nothing in the last [`WINDOW`].
+    /// Adds a rule's weight to its subject (once per window per reason), records a flag and
+    /// blocks the IP when the score reaches the block threshold.
+    fn fire(&mut self, f: Firing<'_>, now: Instant, out: &mut Vec<Verdict>) {
+        if self.scores.len() >= MAX_KEYS
+            && !self.scores.contains_key(&(f.team_id, f.subject.clone()))
+        {
+            self.sweep(now);
+            if self.scores.len() >= MAX_KEYS {
+                return;
+            }
+        }
+        let score = self.scores.entry((f.team_id, f.subject)).or_default();
+        score
+            .reasons
+            .retain(|_, at| now.duration_since(*at) <= WINDOW);
+        if score.reasons.insert(f.reason, now).is_some() {
+            return; // already counted in this window
+        }
+        let total: u32 = score
+            .reasons
+            .keys()
+            .map(|r| u32::from(f.settings.weights.of(r)))
+            .sum();
+        let total = total.min(100) as u8;
+        out.push(Verdict::Flag(SuspicionFlag {
+            team_id: f.team_id,
+            ticket_id: f.ticket_id,
+            distinct_id: f.visitor.map(str::to_owned),
+            ip: Some(f.ip),
+            reason: f.reason,
+            score: i16::from(total),
+            detail: f.detail,
+            observed_at: Utc::now(),
+        }));
+        let blocked = score.blocked_until.is_some_and(|until| until > now);
+        if total >= f.settings.block_threshold && !blocked {
+            let minutes = f.settings.block_minutes;
+            score.blocked_until = Some(now + Duration::from_secs(u64::from(minutes) * 60));
+            let mut reasons: Vec<&str> = score.reasons.keys().copied().collect();
+            reasons.sort_unstable();
+            out.push(Verdict::Block(NewBlock {
+                team_id: f.team_id,
+                ip: f.ip,
+                reason: format!("automatic: score {total} ({})", reasons.join(", ")),
+                expires_at: Utc::now() + chrono::Duration::minutes(i64::from(minutes)),
+            }));
+        }
+    }
+
+    /// Forgets everything older than the window.
     pub fn sweep(&mut self, now: Instant) {
+        let fresh = |t: &Instant| now.duration_since(*t) <= WINDOW;
+        self.scores.retain(|_, s| {
+            s.reasons.retain(|_, at| fresh(at));
+            !s.reasons.is_empty() || s.blocked_until.is_some_and(|u| u > now)
+        });
         self.texts.retain(|_, w| {
-            prune(w, now, |(t, _)| *t);
+            w.retain(|(t, _)| fresh(t));
+            !w.is_empty()
+        });
+        self.text_senders.retain(|_, w| {
+            w.retain(|(t, _)| fresh(t));
+            !w.is_empty()
+        });
+        self.ip_keys.retain(|_, w| {
+            w.retain(|(t, _)| fresh(t));
             !w.is_empty()
         });
         self.trips.retain(|_, w| {
-            prune(w, now, |t| *t);
+            w.retain(fresh);
             !w.is_empty()
         });
+        self.bursts
+            .retain(|_, (opened, _)| now.duration_since(*opened) <= BURST_SPAN);
     }
 
     /// How many keys are remembered, to show the bound holds.
     pub fn tracked_keys(&self) -> usize {
-        self.texts.len() + self.trips.len()
+        self.scores.len()
+            + self.texts.len()
+            + self.text_senders.len()
+            + self.ip_keys.len()
+            + self.trips.len()
+            + self.bursts.len()
     }
 }
 
-fn prune<T>(window: &mut VecDeque<T>, now: Instant, at: impl Fn(&T) -> Instant) {
+/// Appends to a window, dropping what is too old or beyond [`MAX_EVENTS`].
+fn push<T>(window: &mut VecDeque<T>, item: T, now: Instant, at: impl Fn(&T) -> Instant) {
+    window.push_back(item);
     while window
         .front()
         .is_some_and(|e| now.duration_since(at(e)) > WINDOW)
+        || window.len() > MAX_EVENTS
     {
-        window.pop_front();
-    }
-    while window.len() > 64 {
         window.pop_front();
     }
 }
@@ -209,16 +454,25 @@ fn bounded_entry<K: Hash + Eq + Clone, V: Default>(map: &mut HashMap<K, V>, key:
     map.entry(key).or_default()
 }
 
-/// The actor holding [`Rules`] and writing their flags.
+/// The actor holding [`Rules`] and writing their verdicts.
 pub struct SuspicionDetector {
     rules: Rules,
-    unwritten: Vec<SuspicionFlag>,
+    flags: Vec<SuspicionFlag>,
+    blocks: Vec<NewBlock>,
     writing: bool,
     store: Arc<dyn Store>,
     stats: Arc<ActorStats>,
+    counters: Arc<Counters>,
 }
 
-/// Writes pending flags now; answers when they are stored (used at shutdown and by tests).
+/// Totals for metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    flags: AtomicU64,
+    blocks: AtomicU64,
+}
+
+/// Writes pending verdicts now; answers when they are stored (shutdown and tests).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct FlushFlags;
@@ -227,37 +481,50 @@ impl SuspicionDetector {
     /// Starts the detector on the current arbiter.
     pub fn start(store: Arc<dyn Store>) -> SuspicionHandle {
         let stats = Arc::new(ActorStats::default());
+        let counters = Arc::new(Counters::default());
         let addr = SuspicionDetector {
             rules: Rules::default(),
-            unwritten: Vec::new(),
+            flags: Vec::new(),
+            blocks: Vec::new(),
             writing: false,
             store,
             stats: Arc::clone(&stats),
+            counters: Arc::clone(&counters),
         }
         .start();
-        SuspicionHandle { addr, stats }
+        SuspicionHandle {
+            addr,
+            stats,
+            counters,
+        }
     }
 
     fn write(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.unwritten.is_empty() {
+        if self.writing || (self.flags.is_empty() && self.blocks.is_empty()) {
             return;
         }
         self.writing = true;
-        let flags = std::mem::take(&mut self.unwritten);
+        let flags = std::mem::take(&mut self.flags);
+        let blocks = std::mem::take(&mut self.blocks);
         let store = Arc::clone(&self.store);
-        ctx.spawn(
-            async move { (store.record_flags(&flags).await, flags) }
-                .into_actor(self)
-                .map(|(res, flags), act, _| {
-                    act.writing = false;
-                    if let Err(e) = res {
-                        act.stats.error();
-                        tracing::warn!(error = %e, flags = flags.len(), "could not store suspicion flags; will retry");
-                        let room = MAX_UNWRITTEN.saturating_sub(act.unwritten.len());
-                        act.unwritten.extend(flags.into_iter().take(room));
-                    }
-                }),
-        );
+        let write = async move {
+            let res = match store.record_blocks(&blocks).await {
+                Ok(()) => store.record_flags(&flags).await,
+                Err(e) => Err(e),
+            };
+            (res, flags, blocks)
+        };
+        ctx.spawn(write.into_actor(self).map(|(res, flags, blocks), act, _| {
+            act.writing = false;
+            if let Err(e) = res {
+                act.stats.error();
+                tracing::warn!(error = %e, flags = flags.len(), "could not store suspicion verdicts; will retry");
+                let room = MAX_UNWRITTEN.saturating_sub(act.flags.len());
+                act.flags.extend(flags.into_iter().take(room));
+                let room = MAX_UNWRITTEN.saturating_sub(act.blocks.len());
+                act.blocks.extend(blocks.into_iter().take(room));
+            }
+        }));
     }
 }
 
@@ -267,7 +534,7 @@ impl Actor for SuspicionDetector {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.stats.started();
         ctx.set_mailbox_capacity(4096);
-        ctx.run_interval(Duration::from_millis(500), |act, ctx| act.write(ctx));
+        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.write(ctx));
         ctx.run_interval(Duration::from_secs(60), |act, _| {
             act.rules.sweep(Instant::now())
         });
@@ -281,14 +548,25 @@ impl Actor for SuspicionDetector {
 impl Handler<Observation> for SuspicionDetector {
     type Result = ();
 
-    fn handle(&mut self, obs: Observation, _: &mut Self::Context) {
+    fn handle(&mut self, obs: Observation, ctx: &mut Self::Context) {
         self.stats.handled();
-        for flag in self.rules.observe(&obs, Instant::now()) {
-            if self.unwritten.len() >= MAX_UNWRITTEN {
-                self.stats.dropped();
-            } else {
-                self.unwritten.push(flag);
+        let mut urgent = false;
+        for verdict in self.rules.observe(&obs, Instant::now()) {
+            match verdict {
+                Verdict::Flag(f) if self.flags.len() < MAX_UNWRITTEN => {
+                    self.counters.flags.fetch_add(1, Relaxed);
+                    self.flags.push(f);
+                }
+                Verdict::Block(b) if self.blocks.len() < MAX_UNWRITTEN => {
+                    self.counters.blocks.fetch_add(1, Relaxed);
+                    self.blocks.push(b);
+                    urgent = true;
+                }
+                _ => self.stats.dropped(),
             }
+        }
+        if urgent {
+            self.write(ctx);
         }
     }
 }
@@ -297,16 +575,21 @@ impl Handler<FlushFlags> for SuspicionDetector {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: FlushFlags, _: &mut Self::Context) -> Self::Result {
-        let flags = std::mem::take(&mut self.unwritten);
+        let flags = std::mem::take(&mut self.flags);
+        let blocks = std::mem::take(&mut self.blocks);
         let store = Arc::clone(&self.store);
         Box::pin(
-            async move { store.record_flags(&flags).await }
-                .into_actor(self)
-                .map(|res, act, _| {
-                    if res.is_err() {
-                        act.stats.error();
-                    }
-                }),
+            async move {
+                let b = store.record_blocks(&blocks).await;
+                let f = store.record_flags(&flags).await;
+                b.and(f)
+            }
+            .into_actor(self)
+            .map(|res, act, _| {
+                if res.is_err() {
+                    act.stats.error();
+                }
+            }),
         )
     }
 }
@@ -316,6 +599,7 @@ impl Handler<FlushFlags> for SuspicionDetector {
 pub struct SuspicionHandle {
     addr: Addr<SuspicionDetector>,
     stats: Arc<ActorStats>,
+    counters: Arc<Counters>,
 }
 
 impl SuspicionHandle {
@@ -326,7 +610,7 @@ impl SuspicionHandle {
         }
     }
 
-    /// Writes pending flags and waits until they are stored.
+    /// Writes pending verdicts and waits until they are stored.
     pub async fn flush(&self) {
         let _ = self.addr.send(FlushFlags).await;
     }
@@ -335,69 +619,213 @@ impl SuspicionHandle {
     pub fn stats(&self) -> ActorStatsSnapshot {
         self.stats.snapshot()
     }
+
+    /// Flags and automatic blocks raised since start.
+    pub fn verdicts(&self) -> (u64, u64) {
+        (
+            self.counters.flags.load(Relaxed),
+            self.counters.blocks.load(Relaxed),
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ip() -> IpAddr {
-        IpAddr::from([203, 0, 113, 7])
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([203, 0, 113, n])
+    }
+
+    fn settings() -> SuspicionSettings {
+        SuspicionSettings::default()
+    }
+
+    fn msg(visitor: &str, ip_n: u8, ticket: Uuid, opened: bool, text: &str) -> Observation {
+        Observation::Message(MessageSeen {
+            team_id: Uuid::nil(),
+            ticket_id: ticket,
+            opened_ticket: opened,
+            visitor: visitor.into(),
+            ip: ip(ip_n),
+            text: TextFeatures::of(text),
+            settings: settings(),
+        })
+    }
+
+    fn reasons(v: &[Verdict]) -> Vec<&'static str> {
+        v.iter()
+            .filter_map(|v| match v {
+                Verdict::Flag(f) => Some(f.reason),
+                Verdict::Block(_) => None,
+            })
+            .collect()
+    }
+
+    fn blocks(v: &[Verdict]) -> usize {
+        v.iter().filter(|v| matches!(v, Verdict::Block(_))).count()
     }
 
     #[test]
-    fn honeypot_hits_are_flagged_at_once() {
+    fn text_features_count_links_and_ignore_case_and_spacing() {
+        let a = TextFeatures::of("Buy NOW at https://x.test");
+        let b = TextFeatures::of("buy now   at HTTPS://X.TEST");
+        assert_eq!(a.hash, b.hash);
+        assert_eq!((a.words, a.links), (4, 1));
+        assert!(!TextFeatures::of(
+            "my order https://shop.test/o/1 never arrived, can you check it please"
+        )
+        .is_link_heavy());
+        assert!(TextFeatures::of("https://a.test https://b.test https://c.test").is_link_heavy());
+        assert!(TextFeatures::of("www.cheap.test").is_link_heavy());
+    }
+
+    #[test]
+    fn a_honeypot_hit_scores_high_enough_to_block_the_ip() {
         let mut r = Rules::default();
-        let flags = r.observe(
+        let v = r.observe(
             &Observation::Honeypot {
                 team_id: Uuid::nil(),
-                ip: ip(),
-                distinct_id: None,
+                ip: ip(1),
+                visitor: None,
+                settings: settings(),
             },
             Instant::now(),
         );
-        assert_eq!(flags.len(), 1);
-        assert_eq!(flags[0].reason, "honeypot");
+        assert_eq!(reasons(&v), ["honeypot"]);
+        assert_eq!(blocks(&v), 1);
     }
 
     #[test]
-    fn the_third_identical_message_is_flagged_once() {
+    fn a_normal_conversation_raises_nothing() {
         let mut r = Rules::default();
         let now = Instant::now();
-        let msg = |text: &str| Observation::Message {
-            team_id: Uuid::nil(),
-            ticket_id: Uuid::nil(),
-            distinct_id: "v@example.com".into(),
-            ip: ip(),
-            content_hash: content_hash(text),
-        };
-        assert!(r.observe(&msg("Buy now"), now).is_empty());
-        assert!(r.observe(&msg("something else"), now).is_empty());
-        assert!(r.observe(&msg("buy   NOW"), now).is_empty());
-        let flags = r.observe(&msg("BUY now"), now);
-        assert_eq!(
-            flags.iter().map(|f| f.reason).collect::<Vec<_>>(),
-            ["repeated_message"]
-        );
-        assert!(
-            r.observe(&msg("buy now"), now).is_empty(),
-            "flagged once, not on every repeat"
-        );
+        let t = Uuid::now_v7();
+        let mut all = vec![];
+        for (i, text) in [
+            "Hi, my parcel is late",
+            "Order 1234, placed Monday",
+            "see https://shop.test/o/1234 for the order",
+            "thanks!",
+        ]
+        .iter()
+        .enumerate()
+        {
+            all.extend(r.observe(&msg("ann@example.com", 1, t, i == 0, text), now));
+        }
+        assert!(all.is_empty(), "{all:?}");
     }
 
     #[test]
-    fn repeated_rate_limit_trips_are_flagged() {
+    fn a_repeating_link_spammer_is_flagged_then_blocked() {
         let mut r = Rules::default();
         let now = Instant::now();
-        let trip = Observation::RateLimited {
-            team_id: Uuid::nil(),
-            tier: Tier::MessageDistinctId,
-            distinct_id: Some("v@example.com".into()),
-            ip: ip(),
-        };
-        assert!(r.observe(&trip, now).is_empty());
-        assert!(r.observe(&trip, now).is_empty());
-        assert_eq!(r.observe(&trip, now)[0].reason, "rate_limited");
+        let t = Uuid::now_v7();
+        let spam = "CHEAP PILLS https://a.test https://b.test https://c.test";
+        let mut all = vec![];
+        for i in 0..3 {
+            all.extend(r.observe(&msg("bot-1@x.test", 9, t, i == 0, spam), now));
+        }
+        assert_eq!(reasons(&all), ["link_density", "repeated_message"]);
+        let scores: Vec<i16> = all
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Flag(f) => Some(f.score),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(scores, [30, 70], "scores add up per visitor");
+        assert_eq!(blocks(&all), 0, "70 is below the block threshold of 80");
+        for _ in 0..3 {
+            all.extend(r.observe(
+                &Observation::RateLimited {
+                    team_id: Uuid::nil(),
+                    tier: Tier::MessageDistinctId,
+                    visitor: Some("bot-1@x.test".into()),
+                    ip: ip(9),
+                    settings: settings(),
+                },
+                now,
+            ));
+        }
+        assert!(reasons(&all).contains(&"rate_limited"));
+    }
+
+    #[test]
+    fn many_visitor_ids_from_one_ip_is_enumeration() {
+        let mut r = Rules::default();
+        let now = Instant::now();
+        let mut all = vec![];
+        for i in 0..KEYS_PER_IP {
+            all.extend(r.observe(
+                &msg(&format!("user{i}@x.test"), 7, Uuid::now_v7(), true, "hello"),
+                now,
+            ));
+        }
+        assert_eq!(reasons(&all), ["enumeration"]);
+    }
+
+    #[test]
+    fn the_same_text_from_several_visitors_is_flagged_but_short_greetings_are_not() {
+        let mut r = Rules::default();
+        let now = Instant::now();
+        let mut all = vec![];
+        for i in 0..3u8 {
+            all.extend(r.observe(
+                &msg(&format!("v{i}@x.test"), 10 + i, Uuid::now_v7(), true, "hi"),
+                now,
+            ));
+        }
+        assert!(all.is_empty());
+        for i in 0..3u8 {
+            all.extend(r.observe(
+                &msg(
+                    &format!("v{i}@x.test"),
+                    10 + i,
+                    Uuid::now_v7(),
+                    true,
+                    "Earn money fast working from home today",
+                ),
+                now,
+            ));
+        }
+        assert_eq!(reasons(&all), ["repeated_across_visitors"]);
+    }
+
+    #[test]
+    fn a_burst_right_after_opening_a_ticket_is_flagged() {
+        let mut r = Rules::default();
+        let now = Instant::now();
+        let t = Uuid::now_v7();
+        let mut all = vec![];
+        for i in 0..BURST_MESSAGES {
+            all.extend(r.observe(
+                &msg("fast@x.test", 3, t, i == 0, &format!("message number {i}")),
+                now,
+            ));
+        }
+        assert_eq!(reasons(&all), ["burst_after_creation"]);
+    }
+
+    #[test]
+    fn per_team_weights_and_thresholds_apply() {
+        let mut r = Rules::default();
+        let mut s = settings();
+        s.weights.honeypot = 10;
+        let v = r.observe(
+            &Observation::Honeypot {
+                team_id: Uuid::nil(),
+                ip: ip(1),
+                visitor: None,
+                settings: s,
+            },
+            Instant::now(),
+        );
+        assert_eq!(blocks(&v), 0);
+        match &v[0] {
+            Verdict::Flag(f) => assert_eq!(f.score, 10),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -406,17 +834,13 @@ mod tests {
         let start = Instant::now();
         for i in 0..(MAX_KEYS + 100) {
             r.observe(
-                &Observation::Message {
-                    team_id: Uuid::nil(),
-                    ticket_id: Uuid::nil(),
-                    distinct_id: format!("v{i}"),
-                    ip: ip(),
-                    content_hash: 1,
-                },
+                &msg(&format!("v{i}"), (i % 250) as u8, Uuid::nil(), false, "x"),
                 start,
             );
         }
-        assert!(r.tracked_keys() <= MAX_KEYS);
+        assert!(
+            r.texts.len() <= MAX_KEYS && r.ip_keys.len() <= MAX_KEYS && r.scores.len() <= MAX_KEYS
+        );
         r.sweep(start + WINDOW + Duration::from_secs(1));
         assert_eq!(r.tracked_keys(), 0);
     }

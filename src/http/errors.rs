@@ -23,6 +23,9 @@ pub enum ApiError {
     /// Missing or unknown token / key.
     #[error("missing or invalid token")]
     InvalidToken,
+    /// The IP or visitor is blocked.
+    #[error("requests from here are blocked")]
+    Blocked,
     /// Missing or unknown token on the posthog-js surface, which answers 403 for it.
     #[error("missing or invalid token")]
     TokenRefused,
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::Validation(_) => "validation_error",
             ApiError::InvalidToken | ApiError::TokenRefused => "invalid_token",
+            ApiError::Blocked => "blocked",
             ApiError::ConversationsDisabled => "conversations_disabled",
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::Forbidden => "forbidden",
@@ -100,6 +104,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::ConversationsDisabled
             | ApiError::TokenRefused
+            | ApiError::Blocked
             | ApiError::OriginNotAllowed
             | ApiError::Forbidden
             | ApiError::IdentityRequired

@@ -36,6 +36,8 @@ pub struct AppState {
     pub suspicion: SuspicionHandle,
     /// Outgoing mail.
     pub mailer: crate::mailer::MailerHandle,
+    /// Active blocks.
+    pub blocks: crate::blocks::BlockList,
     /// Prometheus metrics.
     pub metrics: std::sync::Arc<crate::telemetry::Metrics>,
     /// Admin bearer token, if the admin API is on.

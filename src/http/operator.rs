@@ -24,6 +24,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/tickets/{ticket_id}/messages", web::post().to(post_reply))
             .route("/tickets/{ticket_id}/typing", web::post().to(typing))
             .route("/persons/{distinct_id}", web::delete().to(erase_person))
+            .route("/suspicious", web::get().to(suspicious))
+            .route("/blocks", web::get().to(list_blocks))
+            .route("/blocks", web::post().to(create_block))
+            .route("/blocks/{block_id}", web::delete().to(delete_block))
             .route("/settings", web::get().to(get_settings))
             .route("/settings", web::patch().to(patch_settings))
             .route(
@@ -220,6 +224,7 @@ fn settings_json(team: &Team) -> Value {
         "identity_verification": team.identity_verification,
         "identity_secret": team.identity_secret,
         "notification_recipients": team.notification_recipients,
+        "suspicion": team.suspicion,
     })
 }
 
@@ -272,4 +277,99 @@ async fn rotate_identity_secret(
     state.store.set_identity_secret(team.id, &secret).await?;
     state.teams.invalidate(team.id);
     Ok(HttpResponse::Ok().json(json!({"identity_secret": secret})))
+}
+
+/// `GET /api/conversations/suspicious?hours=24`: visitors and IPs at or above the team's
+/// flag threshold, with scores, reasons and tickets.
+async fn suspicious(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let q = extract::query(&req)?;
+    let hours = extract::clamped(&q, "hours", 24, 1, 24 * 30)? as i32;
+    let threshold = i16::from(team.suspicion.flag_threshold);
+    let results = state.store.suspicious(team.id, threshold, hours).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "flag_threshold": threshold,
+        "block_threshold": team.suspicion.block_threshold,
+        "results": results,
+    })))
+}
+
+/// `GET /api/conversations/blocks`: the team's active blocks.
+async fn list_blocks(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let results = state.store.list_blocks(team.id).await?;
+    Ok(HttpResponse::Ok().json(json!({"results": results})))
+}
+
+/// `POST /api/conversations/blocks` `{ip | distinct_id, reason, expires_at?}`: takes effect on
+/// this node at once and on every node within 2 s.
+async fn create_block(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let body = json_object(&req, payload).await?;
+    if let Some(unknown) = body
+        .keys()
+        .find(|k| !["ip", "distinct_id", "reason", "expires_at"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(unknown, "unknown field"));
+    }
+    let ip = opt_str(&body, "ip")?
+        .map(|s| s.trim().parse::<std::net::IpAddr>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("ip", "ip must be an IPv4 or IPv6 address"))?;
+    let distinct_id = opt_str(&body, "distinct_id")?
+        .map(str::trim)
+        .filter(|d| !d.is_empty());
+    if distinct_id.is_some_and(|d| d.chars().count() > 400) {
+        return Err(ApiError::invalid(
+            "distinct_id",
+            "distinct_id must be at most 400 characters",
+        ));
+    }
+    if ip.is_some() == distinct_id.is_some() {
+        return Err(ApiError::invalid(
+            "ip",
+            "give exactly one of ip and distinct_id",
+        ));
+    }
+    let reason = opt_str(&body, "reason")?.unwrap_or_default().trim();
+    if reason.chars().count() > 500 {
+        return Err(ApiError::invalid(
+            "reason",
+            "reason must be at most 500 characters",
+        ));
+    }
+    let expires_at = opt_str(&body, "expires_at")?
+        .map(|s| colloquy_actors::domain::parse_timestamp(s, "expires_at"))
+        .transpose()?;
+    let block = state
+        .store
+        .create_block(team.id, ip, distinct_id, reason, expires_at)
+        .await?;
+    state.blocks.refresh(&state.store).await;
+    Ok(HttpResponse::Created().json(block))
+}
+
+/// `DELETE /api/conversations/blocks/{id}`.
+async fn delete_block(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let team = operator_team(&req, &state).await?;
+    let id = extract::uuid(&path, "block_id")?;
+    if !state.store.delete_block(team.id, id).await? {
+        return Err(ApiError::NotFound);
+    }
+    state.blocks.refresh(&state.store).await;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -49,6 +49,8 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     m.set_actor("ticket", &state.tickets.stats());
     m.set_actor("suspicion_detector", &state.suspicion.stats());
     m.set_pool(state.store.pool().status());
+    let (flags, blocks) = state.suspicion.verdicts();
+    m.set_suspicion(flags, blocks);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(m.render())

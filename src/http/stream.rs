@@ -50,7 +50,7 @@ pub async fn stream(
         &team,
         vec![read_check(&team, "stream", &distinct_id)],
         ip,
-        Some(&distinct_id),
+        Some(distinct_id.as_str()),
     )
     .await?;
     let key = VisitorKey::DistinctId(distinct_id);

@@ -15,7 +15,7 @@ use colloquy_actors::domain::{
 };
 use colloquy_actors::rate_limiter::{RateCheck, Tier};
 use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, Replay, StoredMessage};
-use colloquy_actors::suspicion::{content_hash, Observation};
+use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
@@ -85,13 +85,18 @@ struct MessageCreated {
     unread_count: i32,
 }
 
+/// Admission of a widget request: the block list first, then the rate budgets. A refusal by
+/// a budget is counted and reported to the suspicion detector.
 pub(super) async fn admit(
     state: &AppState,
     team: &Team,
     checks: Vec<RateCheck>,
     ip: IpAddr,
-    distinct_id: Option<&DistinctId>,
+    visitor: Option<&str>,
 ) -> Result<(), ApiError> {
+    if state.blocks.is_blocked(team.id, ip, visitor) {
+        return Err(ApiError::Blocked);
+    }
     state.limiters.check(team.id, checks).await.map_err(|e| {
         if let colloquy_actors::rate_limiter::AdmissionError::Refused(r) = &e {
             state
@@ -102,8 +107,9 @@ pub(super) async fn admit(
             state.suspicion.observe(Observation::RateLimited {
                 team_id: team.id,
                 tier: r.tier,
-                distinct_id: distinct_id.map(|d| d.to_string()),
+                visitor: visitor.map(str::to_owned),
                 ip,
+                settings: team.suspicion,
             });
         }
         ApiError::from(e)
@@ -146,7 +152,7 @@ async fn post_message(
                 &team,
                 vec![read_check(&team, "messages", &input.distinct_id)],
                 ip,
-                Some(&input.distinct_id),
+                Some(input.distinct_id.as_str()),
             )
             .await?;
             return replayed(&state, &team, replay).await;
@@ -171,9 +177,10 @@ async fn post_message(
             limit: Limit::per_hour(limits.message_team_per_hour),
         },
     ];
-    admit(&state, &team, checks, ip, Some(&input.distinct_id)).await?;
+    admit(&state, &team, checks, ip, Some(input.distinct_id.as_str())).await?;
 
-    let hash = content_hash(input.message.as_str());
+    let features = TextFeatures::of(input.message.as_str());
+    let opened_ticket = input.ticket_id.is_none();
     let key = VisitorKey::DistinctId(input.distinct_id.clone());
     let message = NewMessage {
         id: Uuid::now_v7(),
@@ -216,13 +223,15 @@ async fn post_message(
     };
     match result {
         AppendResult::Stored(m) => {
-            state.suspicion.observe(Observation::Message {
+            state.suspicion.observe(Observation::Message(MessageSeen {
                 team_id: team.id,
                 ticket_id,
-                distinct_id: input.distinct_id.to_string(),
+                opened_ticket,
+                visitor: input.distinct_id.to_string(),
                 ip,
-                content_hash: hash,
-            });
+                text: features,
+                settings: team.suspicion,
+            }));
             Ok(HttpResponse::Created().json(MessageCreated {
                 ticket_id,
                 message_id: m.id,
@@ -256,11 +265,12 @@ fn decoy(state: &AppState, team: &Team, body: &Map<String, Value>, ip: IpAddr) -
     state.suspicion.observe(Observation::Honeypot {
         team_id: team.id,
         ip,
-        distinct_id: body
+        visitor: body
             .get("distinct_id")
             .and_then(Value::as_str)
             .and_then(|d| DistinctId::parse(d).ok())
             .map(|d| d.to_string()),
+        settings: team.suspicion,
     });
     let ticket_id = body
         .get("ticket_id")
@@ -353,7 +363,7 @@ async fn get_messages(
         &team,
         vec![read_check(&team, "messages", &distinct_id)],
         ip,
-        Some(&distinct_id),
+        Some(distinct_id.as_str()),
     )
     .await?;
 
@@ -411,7 +421,7 @@ async fn get_tickets(
         &team,
         vec![read_check(&team, "tickets", &distinct_id)],
         ip,
-        Some(&distinct_id),
+        Some(distinct_id.as_str()),
     )
     .await?;
 
@@ -462,7 +472,7 @@ async fn mark_read(
         &team,
         vec![read_check(&team, "read", &distinct_id)],
         ip,
-        Some(&distinct_id),
+        Some(distinct_id.as_str()),
     )
     .await?;
     let key = VisitorKey::DistinctId(distinct_id);
@@ -496,7 +506,7 @@ async fn typing(
         &team,
         vec![read_check(&team, "typing", &distinct_id)],
         ip,
-        Some(&distinct_id),
+        Some(distinct_id.as_str()),
     )
     .await?;
     let key = VisitorKey::DistinctId(distinct_id);

@@ -19,7 +19,7 @@ use colloquy_actors::domain::{
 };
 use colloquy_actors::rate_limiter::{RateCheck, Tier};
 use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, StoredMessage};
-use colloquy_actors::suspicion::{content_hash, Observation};
+use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -126,7 +126,8 @@ async fn admit_v1(
             limit: Limit::per_hour(per_hour),
         },
     ];
-    admit(state, team, checks, ip, None).await
+    let visitor = session.map(|s| format!("session:{s}"));
+    admit(state, team, checks, ip, visitor.as_deref()).await
 }
 
 /// Traits as the SDK sends them (`{name, email}`, often nulls): scalars kept, the rest
@@ -175,7 +176,8 @@ async fn post_message(
         state.suspicion.observe(Observation::Honeypot {
             team_id: team.id,
             ip,
-            distinct_id: None,
+            visitor: None,
+            settings: team.suspicion,
         });
         return Err(ApiError::invalid("_hp", "this field must be empty"));
     }
@@ -213,7 +215,8 @@ async fn post_message(
     let traits = lenient_traits(body.get("traits"));
     admit_v1(&state, &team, who.session, ip, true).await?;
 
-    let hash = content_hash(message.as_str());
+    let features = TextFeatures::of(message.as_str());
+    let opened_ticket = ticket_id.is_none();
     let verified = match &who.key {
         VisitorKey::Verified(d) => Some(d.to_string()),
         _ => None,
@@ -265,13 +268,15 @@ async fn post_message(
             (id, m, a.status, a.unread_customer)
         }
     };
-    state.suspicion.observe(Observation::Message {
+    state.suspicion.observe(Observation::Message(MessageSeen {
         team_id: team.id,
         ticket_id,
-        distinct_id: linked.unwrap_or_default().to_owned(),
+        opened_ticket,
+        visitor: visitor_label(&who),
         ip,
-        content_hash: hash,
-    });
+        text: features,
+        settings: team.suspicion,
+    }));
     Ok(HttpResponse::Ok().json(json!({
         "ticket_id": ticket_id,
         "message_id": stored.id,
@@ -279,6 +284,15 @@ async fn post_message(
         "unread_count": unread,
         "created_at": format_offset(stored.created_at),
     })))
+}
+
+/// How the suspicion detector names the visitor: the verified person, else the session.
+fn visitor_label(who: &Access) -> String {
+    match (&who.key, who.session) {
+        (VisitorKey::Verified(d) | VisitorKey::DistinctId(d), _) => d.to_string(),
+        (_, Some(s)) => format!("session:{s}"),
+        (VisitorKey::WidgetSession(s), None) => format!("session:{s}"),
+    }
 }
 
 fn query_access(team: &Team, q: &HashMap<String, String>) -> Result<Access, ApiError> {

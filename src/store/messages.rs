@@ -8,8 +8,8 @@ use colloquy_actors::domain::{
     assign_created_at, AuthorType, DistinctId, TicketStatus, Traits, VisitorKey,
 };
 use colloquy_actors::store::{
-    AppendOutcome, AppendResult, MessagePage, NewMessage, NewTicket, Opened, Replay, Store,
-    StoreError, StoredMessage, SuspicionFlag, TicketState,
+    AppendOutcome, AppendResult, MessagePage, NewBlock, NewMessage, NewTicket, Opened, Replay,
+    Store, StoreError, StoredMessage, SuspicionFlag, TicketState,
 };
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
@@ -437,6 +437,10 @@ impl Store for PgStore {
         let has_more = rows.len() > limit;
         let messages = rows.iter().take(limit).map(message_from_row).collect();
         Ok(MessagePage { messages, has_more })
+    }
+
+    async fn record_blocks(&self, blocks: &[NewBlock]) -> Result<(), StoreError> {
+        self.insert_detector_blocks(blocks).await
     }
 
     async fn record_flags(&self, flags: &[SuspicionFlag]) -> Result<(), StoreError> {

@@ -4,12 +4,14 @@
 //! One pool, built once; every statement is `prepare_cached`; multi-statement writes are
 //! transactions; every query is scoped by `team_id`.
 
+mod blocks;
 mod messages;
 mod operator;
 mod restore;
 mod teams;
 mod tickets;
 
+pub use blocks::ActiveBlock;
 pub use operator::InboxFilter;
 pub use restore::{Mail, Redeemed};
 pub use tickets::{TicketListing, TicketSummary};

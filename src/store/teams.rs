@@ -2,13 +2,13 @@
 
 use super::{db_error, PgStore};
 use crate::teams::{token_digest, SettingsPatch, Team};
-use colloquy_actors::domain::{AllowedDomains, RateLimits};
+use colloquy_actors::domain::{AllowedDomains, RateLimits, SuspicionSettings};
 use colloquy_actors::store::StoreError;
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 const TEAM_COLUMNS: &str = "id, name, public_token, conversations_enabled, allowed_widget_domains,
-    rate_limits, identity_verification, identity_secret, notification_recipients";
+    rate_limits, identity_verification, identity_secret, notification_recipients, suspicion";
 
 fn team_from_row(r: &Row) -> Team {
     let limits: Json<serde_json::Value> = r.get("rate_limits");
@@ -27,6 +27,9 @@ fn team_from_row(r: &Row) -> Team {
         identity_verification: r.get("identity_verification"),
         identity_secret: r.get("identity_secret"),
         notification_recipients: r.get("notification_recipients"),
+        suspicion: SuspicionSettings::default()
+            .merge_json(&r.get::<_, Json<serde_json::Value>>("suspicion").0)
+            .unwrap_or_default(),
     }
 }
 
@@ -42,12 +45,14 @@ impl PgStore {
             .prepare_cached(
                 "INSERT INTO teams (id, name, public_token, public_token_sha256, secret_key_sha256,
                      identity_secret, identity_verification, conversations_enabled,
-                     allowed_widget_domains, rate_limits)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     allowed_widget_domains, rate_limits, suspicion)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .await
             .map_err(db_error)?;
         let limits = serde_json::to_value(team.rate_limits)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let suspicion = serde_json::to_value(team.suspicion)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         client
             .execute(
@@ -63,6 +68,7 @@ impl PgStore {
                     &team.conversations_enabled,
                     &team.allowed_widget_domains.entries(),
                     &Json(limits),
+                    &Json(suspicion),
                 ],
             )
             .await
@@ -110,7 +116,8 @@ impl PgStore {
                  allowed_widget_domains = COALESCE($3, allowed_widget_domains),
                  rate_limits = COALESCE($4, rate_limits),
                  identity_verification = COALESCE($5, identity_verification),
-                 notification_recipients = COALESCE($6, notification_recipients)
+                 notification_recipients = COALESCE($6, notification_recipients),
+                 suspicion = COALESCE($7, suspicion)
              WHERE id = $1 RETURNING {TEAM_COLUMNS}"
         );
         let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
@@ -124,6 +131,12 @@ impl PgStore {
             .allowed_widget_domains
             .as_ref()
             .map(|d| d.entries().to_vec());
+        let suspicion = p
+            .suspicion
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map(Json);
         let row = client
             .query_opt(
                 &stmt,
@@ -134,6 +147,7 @@ impl PgStore {
                     &limits,
                     &p.identity_verification,
                     &p.notification_recipients,
+                    &suspicion,
                 ],
             )
             .await
