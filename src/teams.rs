@@ -394,11 +394,14 @@ enum Credential {
     Secret,
 }
 
+/// A lookup's answer (`None`: no such team) and when it was made.
+type CachedTeam = (Option<Arc<Team>>, Instant);
+
 /// Token → team, cached for a few seconds (including "no such team", boundedly), so the
 /// widget's polling does not query the teams table on every request.
 #[derive(Clone, Default)]
 pub struct TeamCache {
-    entries: Arc<DashMap<(Credential, [u8; 32]), (Option<Arc<Team>>, Instant)>>,
+    entries: Arc<DashMap<(Credential, [u8; 32]), CachedTeam>>,
 }
 
 impl TeamCache {

@@ -2,10 +2,11 @@
 //! awaited), it keeps short bounded windows of recent activity, applies plain scoring rules
 //! ([`Rules`]) and writes the flags and blocks they raise to the database in batches.
 //!
-//! Scores: each rule that fires adds its weight (per team, [`SuspicionSettings`]) to the
-//! subject — a visitor, or an IP — once per 10-minute window; the score is the sum, at most
-//! 100. Every firing is stored as a flag with the subject's score; a score at or above the
-//! team's block threshold blocks the IP for `block_minutes`.
+//! Scores: each rule that fires adds its weight (per team, [`SuspicionSettings`]) to both the
+//! visitor (when known) and the IP, once per reason per 10-minute window; a score is the sum,
+//! at most 100, and a firing's score is the higher of the two. Every firing is stored as a
+//! flag with that score; a score at or above the team's block threshold blocks the IP for
+//! `block_minutes`.
 //!
 //! A full mailbox drops the observation and counts it: spam defence must never slow or
 //! fail a widget request. Every window and map is bounded.
@@ -122,15 +123,15 @@ pub const WINDOW: Duration = Duration::from_secs(600);
 /// Identical messages from one visitor that fire `repeated_message`.
 const REPEATS: usize = 3;
 /// Visitors sending the same text that fire `repeated_across_visitors`.
-const SAME_TEXT_VISITORS: usize = 3;
+const SAME_TEXT_VISITORS: usize = 4;
 /// Texts shorter than this are too common ("hi", "thanks") to compare across visitors.
-const MIN_CHARS_ACROSS: u32 = 20;
+const MIN_CHARS_ACROSS: u32 = 40;
 /// Distinct visitor keys from one IP that fire `enumeration`.
 const KEYS_PER_IP: usize = 10;
 /// Rate-limit refusals from one IP that fire `rate_limited`.
 const TRIPS: usize = 3;
 /// Messages within [`BURST_SPAN`] of a ticket's creation that fire `burst_after_creation`.
-const BURST_MESSAGES: u32 = 6;
+const BURST_MESSAGES: u32 = 8;
 /// See [`BURST_MESSAGES`].
 const BURST_SPAN: Duration = Duration::from_secs(60);
 /// Most keys any one map holds.
@@ -178,7 +179,6 @@ pub struct Rules {
 /// Context of one firing, for the flag row.
 struct Firing<'a> {
     team_id: Uuid,
-    subject: Subject,
     reason: &'static str,
     detail: String,
     ticket_id: Option<Uuid>,
@@ -200,7 +200,6 @@ impl Rules {
             } => self.fire(
                 Firing {
                     team_id: *team_id,
-                    subject: Subject::Ip(*ip),
                     reason: "honeypot",
                     detail: "filled the hidden honeypot field".into(),
                     ticket_id: None,
@@ -229,7 +228,6 @@ impl Rules {
                     self.fire(
                         Firing {
                             team_id: *team_id,
-                            subject: Subject::Ip(*ip),
                             reason: "rate_limited",
                             detail,
                             ticket_id: None,
@@ -249,8 +247,7 @@ impl Rules {
 
     fn message(&mut self, m: &MessageSeen, now: Instant, out: &mut Vec<Verdict>) {
         let team = m.team_id;
-        let mut fired: Vec<(&'static str, Subject, String)> = Vec::new();
-        let visitor = Subject::Visitor(m.visitor.clone());
+        let mut fired: Vec<(&'static str, String)> = Vec::new();
 
         let own = bounded_entry(&mut self.texts, (team, m.visitor.clone()));
         push(own, (now, m.text.hash), now, |(t, _)| *t);
@@ -258,7 +255,6 @@ impl Rules {
         if same >= REPEATS {
             fired.push((
                 "repeated_message",
-                visitor.clone(),
                 format!("the same text {same} times within 10 minutes"),
             ));
         }
@@ -272,7 +268,6 @@ impl Rules {
             if distinct.len() >= SAME_TEXT_VISITORS {
                 fired.push((
                     "repeated_across_visitors",
-                    visitor.clone(),
                     format!(
                         "the same text from {} visitors within 10 minutes",
                         distinct.len()
@@ -284,7 +279,6 @@ impl Rules {
         if m.text.is_link_heavy() {
             fired.push((
                 "link_density",
-                visitor.clone(),
                 format!("{} links in {} words", m.text.links, m.text.words),
             ));
         }
@@ -297,7 +291,6 @@ impl Rules {
         if distinct.len() >= KEYS_PER_IP {
             fired.push((
                 "enumeration",
-                Subject::Ip(m.ip),
                 format!(
                     "{} visitor ids from one IP within 10 minutes",
                     distinct.len()
@@ -320,18 +313,16 @@ impl Rules {
                     let n = *n;
                     fired.push((
                         "burst_after_creation",
-                        visitor.clone(),
                         format!("{n} messages in the first minute of a ticket"),
                     ));
                 }
             }
         }
 
-        for (reason, subject, detail) in fired {
+        for (reason, detail) in fired {
             self.fire(
                 Firing {
                     team_id: team,
-                    subject,
                     reason,
                     detail,
                     ticket_id: Some(m.ticket_id),
@@ -345,50 +336,65 @@ impl Rules {
         }
     }
 
-    /// Adds a rule's weight to its subject (once per window per reason), records a flag and
-    /// blocks the IP when the score reaches the block threshold.
+    /// Adds a rule's weight to the visitor and the IP (once per window per reason each),
+    /// records a flag with the higher score and blocks the IP at the block threshold.
     fn fire(&mut self, f: Firing<'_>, now: Instant, out: &mut Vec<Verdict>) {
-        if self.scores.len() >= MAX_KEYS
-            && !self.scores.contains_key(&(f.team_id, f.subject.clone()))
-        {
-            self.sweep(now);
-            if self.scores.len() >= MAX_KEYS {
-                return;
+        let mut subjects = vec![Subject::Ip(f.ip)];
+        if let Some(v) = f.visitor {
+            subjects.push(Subject::Visitor(v.to_owned()));
+        }
+        let (mut best, mut new, mut block) = (0u8, false, false);
+        let mut reasons: Vec<&'static str> = Vec::new();
+        for subject in subjects {
+            let key = (f.team_id, subject);
+            if self.scores.len() >= MAX_KEYS && !self.scores.contains_key(&key) {
+                self.sweep(now);
+                if self.scores.len() >= MAX_KEYS {
+                    continue;
+                }
+            }
+            let score = self.scores.entry(key).or_default();
+            score
+                .reasons
+                .retain(|_, at| now.duration_since(*at) <= WINDOW);
+            new |= score.reasons.insert(f.reason, now).is_none();
+            let total: u32 = score
+                .reasons
+                .keys()
+                .map(|r| u32::from(f.settings.weights.of(r)))
+                .sum();
+            let total = total.min(100) as u8;
+            if total > best {
+                best = total;
+                reasons = score.reasons.keys().copied().collect();
+            }
+            let blocked = score.blocked_until.is_some_and(|until| until > now);
+            if total >= f.settings.block_threshold && !blocked {
+                score.blocked_until =
+                    Some(now + Duration::from_secs(u64::from(f.settings.block_minutes) * 60));
+                block = true;
             }
         }
-        let score = self.scores.entry((f.team_id, f.subject)).or_default();
-        score
-            .reasons
-            .retain(|_, at| now.duration_since(*at) <= WINDOW);
-        if score.reasons.insert(f.reason, now).is_some() {
+        if !new {
             return; // already counted in this window
         }
-        let total: u32 = score
-            .reasons
-            .keys()
-            .map(|r| u32::from(f.settings.weights.of(r)))
-            .sum();
-        let total = total.min(100) as u8;
         out.push(Verdict::Flag(SuspicionFlag {
             team_id: f.team_id,
             ticket_id: f.ticket_id,
             distinct_id: f.visitor.map(str::to_owned),
             ip: Some(f.ip),
             reason: f.reason,
-            score: i16::from(total),
+            score: i16::from(best),
             detail: f.detail,
             observed_at: Utc::now(),
         }));
-        let blocked = score.blocked_until.is_some_and(|until| until > now);
-        if total >= f.settings.block_threshold && !blocked {
-            let minutes = f.settings.block_minutes;
-            score.blocked_until = Some(now + Duration::from_secs(u64::from(minutes) * 60));
-            let mut reasons: Vec<&str> = score.reasons.keys().copied().collect();
+        if block {
             reasons.sort_unstable();
+            let minutes = f.settings.block_minutes;
             out.push(Verdict::Block(NewBlock {
                 team_id: f.team_id,
                 ip: f.ip,
-                reason: format!("automatic: score {total} ({})", reasons.join(", ")),
+                reason: format!("automatic: score {best} ({})", reasons.join(", ")),
                 expires_at: Utc::now() + chrono::Duration::minutes(i64::from(minutes)),
             }));
         }
@@ -734,8 +740,8 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(scores, [30, 70], "scores add up per visitor");
-        assert_eq!(blocks(&all), 0, "70 is below the block threshold of 80");
+        assert_eq!(scores, [50, 90], "scores add up per visitor");
+        assert_eq!(blocks(&all), 1, "90 reaches the block threshold of 80");
         for _ in 0..3 {
             all.extend(r.observe(
                 &Observation::RateLimited {
@@ -770,21 +776,27 @@ mod tests {
         let mut r = Rules::default();
         let now = Instant::now();
         let mut all = vec![];
-        for i in 0..3u8 {
-            all.extend(r.observe(
-                &msg(&format!("v{i}@x.test"), 10 + i, Uuid::now_v7(), true, "hi"),
-                now,
-            ));
-        }
-        assert!(all.is_empty());
-        for i in 0..3u8 {
+        for i in 0..5u8 {
             all.extend(r.observe(
                 &msg(
                     &format!("v{i}@x.test"),
                     10 + i,
                     Uuid::now_v7(),
                     true,
-                    "Earn money fast working from home today",
+                    "Thanks for looking into it.",
+                ),
+                now,
+            ));
+        }
+        assert!(all.is_empty(), "common short phrases are not a campaign");
+        for i in 0..4u8 {
+            all.extend(r.observe(
+                &msg(
+                    &format!("v{i}@x.test"),
+                    10 + i,
+                    Uuid::now_v7(),
+                    true,
+                    "Earn money fast working from home today, ask me how",
                 ),
                 now,
             ));

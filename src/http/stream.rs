@@ -91,14 +91,29 @@ struct Feed {
     sub: Subscription,
     last: Option<DateTime<Utc>>,
     heartbeat: tokio::time::Interval,
+    greeted: bool,
     _open: OpenStream,
 }
 
 impl Feed {
+    /// Prefixes the stream's first chunk with the reconnection delay.
+    fn greet(&mut self, bytes: Bytes) -> Bytes {
+        if self.greeted {
+            return bytes;
+        }
+        self.greeted = true;
+        let mut first = b"retry: 2000\n\n".to_vec();
+        first.extend_from_slice(&bytes);
+        Bytes::from(first)
+    }
+
+    /// Every event's id is the newest message the client has; before any, the epoch, so a
+    /// reconnect from there replays the whole history.
     fn id_line(&self) -> String {
-        self.last
-            .map(|t| format!("id: {}\n", format_utc(t)))
-            .unwrap_or_default()
+        format!(
+            "id: {}\n",
+            format_utc(self.last.unwrap_or(DateTime::UNIX_EPOCH))
+        )
     }
 
     /// A message event, unless the client already has it (replay and live events overlap).
@@ -132,15 +147,13 @@ fn events(
         sub,
         last: resume,
         heartbeat,
+        greeted: false,
         _open: open,
     };
     futures_util::stream::unfold(feed, |mut feed| async move {
         if let Some(status) = feed.status.take() {
-            let first = format!(
-                "retry: 2000\n\n{}",
-                String::from_utf8_lossy(&feed.event("status", json!({"ticket_status": status})))
-            );
-            return Some((Ok(Bytes::from(first)), feed));
+            let bytes = feed.event("status", json!({"ticket_status": status}));
+            return Some((Ok(feed.greet(bytes)), feed));
         }
         while let Some(m) = feed.replay.pop_front() {
             if let Some(bytes) = feed.message(&m) {

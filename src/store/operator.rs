@@ -14,7 +14,7 @@ use uuid::Uuid;
 const TICKET_SELECT: &str = "
     SELECT t.id, t.ticket_number, t.status, COALESCE(t.distinct_id, t.linked_distinct_id) AS distinct_id,
            t.widget_session_id, t.assignee, t.traits, t.unread_team_count, t.created_at,
-           t.last_created_at,
+           t.last_created_at, t.visitor_read_at,
            (SELECT count(*) FROM messages m WHERE m.ticket_id = t.id) AS message_count,
            (SELECT m.content FROM messages m WHERE m.ticket_id = t.id
               ORDER BY m.created_at DESC LIMIT 1) AS last_message,
@@ -38,6 +38,7 @@ fn ticket_json(r: &Row) -> Value {
         "last_message_at": last.map(format_utc),
         "created_at": format_utc(r.get("created_at")),
         "suspicion_score": r.get::<_, i32>("suspicion_score"),
+        "visitor_read_at": r.get::<_, Option<DateTime<Utc>>>("visitor_read_at").map(format_utc),
     })
 }
 

@@ -512,6 +512,11 @@ impl SseClient {
         }
     }
 
+    /// Whether the server has closed the stream (as seen by the last read).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
     /// Every event that arrives within `wait`.
     pub async fn drain_for(&mut self, wait: std::time::Duration) -> Vec<SseEvent> {
         let deadline = tokio::time::Instant::now() + wait;

@@ -1,6 +1,17 @@
 //! Black-box tests: the real application on a random port, each test with a fresh
 //! PostgreSQL database (from `DATABASE_URL`, default the local server), driven over HTTP.
 
+mod admin;
+mod bad_input;
+mod cors;
 mod helpers;
+mod idempotency;
+mod identity;
+mod isolation;
+mod operator;
 mod ordering;
+mod rate_limits;
+mod stream;
+mod widget_post;
+mod widget_read;
 mod widget_v1;

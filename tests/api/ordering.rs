@@ -15,14 +15,21 @@ async fn concurrent_writers_to_one_ticket_are_each_listed_once_in_order() {
 
     // A poller follows the ticket with `after` while the writers run.
     let poller = {
-        let (client, address, token, ticket) = (app.client.clone(), app.address.clone(), team.token.clone(), ticket.clone());
+        let (client, address, token, ticket) = (
+            app.client.clone(),
+            app.address.clone(),
+            team.token.clone(),
+            ticket.clone(),
+        );
         actix_web::rt::spawn(async move {
             let mut after: Option<String> = None;
             let mut seen: Vec<String> = Vec::new();
             let mut quiet_rounds = 0;
             while quiet_rounds < 20 {
                 let mut req = client
-                    .get(format!("{address}/api/conversations/widget/messages/{ticket}"))
+                    .get(format!(
+                        "{address}/api/conversations/widget/messages/{ticket}"
+                    ))
                     .header("X-Conversations-Token", &token)
                     .query(&[("distinct_id", visitor), ("limit", "7")]);
                 if let Some(a) = &after {
@@ -77,22 +84,37 @@ async fn concurrent_writers_to_one_ticket_are_each_listed_once_in_order() {
     // Assert: the full listing has every acknowledged message once, timestamps strictly rising.
     assert_eq!(acked.len(), 240, "every write was acknowledged");
     let page: Value = app
-        .get_messages(&team.token, &ticket, &[("distinct_id", visitor), ("limit", "500")])
+        .get_messages(
+            &team.token,
+            &ticket,
+            &[("distinct_id", visitor), ("limit", "500")],
+        )
         .await
         .json()
         .await
         .unwrap();
     let listed: Vec<&Value> = page["messages"].as_array().unwrap().iter().collect();
     assert_eq!(listed.len(), 241, "first message plus 240 follow-ups");
-    let ids: Vec<String> = listed.iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = listed
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "no message is listed twice");
     for a in &acked {
         assert!(unique.contains(a), "acknowledged message {a} is listed");
     }
-    let times: Vec<&str> = listed.iter().map(|m| m["created_at"].as_str().unwrap()).collect();
+    let times: Vec<&str> = listed
+        .iter()
+        .map(|m| m["created_at"].as_str().unwrap())
+        .collect();
     for w in times.windows(2) {
-        assert!(w[0] < w[1], "created_at strictly increasing: {} then {}", w[0], w[1]);
+        assert!(
+            w[0] < w[1],
+            "created_at strictly increasing: {} then {}",
+            w[0],
+            w[1]
+        );
     }
     // Each writer's own messages appear in the order it sent them.
     for w in 0..24 {
@@ -106,11 +128,16 @@ async fn concurrent_writers_to_one_ticket_are_each_listed_once_in_order() {
         assert_eq!(own, expected, "writer {w}'s messages keep its order");
     }
     // The poller saw every message exactly once, in the listing's order.
-    assert_eq!(polled, ids, "polling with `after` never misses or repeats a message");
+    assert_eq!(
+        polled, ids,
+        "polling with `after` never misses or repeats a message"
+    );
 
     // And the database agrees: what was acknowledged is durable.
     let stored = app
-        .count(&format!("SELECT count(*) FROM messages WHERE ticket_id = '{ticket}'"))
+        .count(&format!(
+            "SELECT count(*) FROM messages WHERE ticket_id = '{ticket}'"
+        ))
         .await;
     assert_eq!(stored, 241);
 }

@@ -33,7 +33,10 @@ async fn first_message(app: &TestApp, team: &TestTeam, session: Uuid, text: &str
 
 async fn messages(app: &TestApp, team: &TestTeam, ticket: &str, query: &str) -> reqwest::Response {
     app.client
-        .get(format!("{}?{query}", url(app, &format!("/messages/{ticket}"))))
+        .get(format!(
+            "{}?{query}",
+            url(app, &format!("/messages/{ticket}"))
+        ))
         .header("X-Conversations-Token", &team.token)
         .send()
         .await
@@ -59,14 +62,31 @@ async fn a_first_message_answers_200_with_an_offset_timestamp_that_round_trips_a
     // The SDK polls with after = created_at verbatim: its own message must not come back,
     // whether the `+` arrives encoded or raw (then decoded to a space).
     for after in [created.replace('+', "%2B"), created.to_owned()] {
-        let res = messages(&app, &team, ticket, &format!("widget_session_id={session}&after={after}&limit=50&_=1")).await;
+        let res = messages(
+            &app,
+            &team,
+            ticket,
+            &format!("widget_session_id={session}&after={after}&limit=50&_=1"),
+        )
+        .await;
         assert_eq!(res.status(), 200);
         let page: Value = res.json().await.unwrap();
-        assert_eq!(page["messages"].as_array().unwrap().len(), 0, "after={after}");
+        assert_eq!(
+            page["messages"].as_array().unwrap().len(),
+            0,
+            "after={after}"
+        );
     }
-    let page: Value = messages(&app, &team, ticket, &format!("widget_session_id={session}")).await.json().await.unwrap();
+    let page: Value = messages(&app, &team, ticket, &format!("widget_session_id={session}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let m = &page["messages"][0];
-    assert_eq!(m["content"], "Hello <b>there</b>", "raw text: the SDK renders it as text");
+    assert_eq!(
+        m["content"], "Hello <b>there</b>",
+        "raw text: the SDK renders it as text"
+    );
     assert!(m.get("is_private").is_none(), "no is_private key at all");
     assert!(m["rich_content"].is_null());
     assert_eq!(m["created_at"], created);
@@ -74,30 +94,66 @@ async fn a_first_message_answers_200_with_an_offset_timestamp_that_round_trips_a
 
 fn regex_like_offset(s: &str) -> bool {
     let b = s.as_bytes();
-    s.len() == 32 && s.ends_with("+00:00") && b[19] == b'.' && s[20..26].bytes().all(|c| c.is_ascii_digit())
+    s.len() == 32
+        && s.ends_with("+00:00")
+        && b[19] == b'.'
+        && s[20..26].bytes().all(|c| c.is_ascii_digit())
 }
 
 #[actix_web::test]
 async fn tokens_and_keys_are_refused_as_the_sdk_expects() {
     let app = spawn_app().await;
     let team = app.create_team().await;
-    let disabled = app.create_team_with(json!({"conversations_enabled": false})).await;
+    let disabled = app
+        .create_team_with(json!({"conversations_enabled": false}))
+        .await;
     let body = json!({"widget_session_id": Uuid::now_v7(), "message": "hi"});
 
-    let res = app.client.post(url(&app, "/message")).json(&body).send().await.unwrap();
+    let res = app
+        .client
+        .post(url(&app, "/message"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_error(res, 403, "invalid_token").await;
-    let res = app.client.post(url(&app, "/message")).header("X-Conversations-Token", "pub_nope").json(&body).send().await.unwrap();
+    let res = app
+        .client
+        .post(url(&app, "/message"))
+        .header("X-Conversations-Token", "pub_nope")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_error(res, 403, "invalid_token").await;
-    assert_error(send(&app, &disabled, body.clone()).await, 403, "conversations_disabled").await;
+    assert_error(
+        send(&app, &disabled, body.clone()).await,
+        403,
+        "conversations_disabled",
+    )
+    .await;
     let res = send(&app, &team, json!({"message": "hi"})).await;
     let err = assert_error(res, 400, "validation_error").await;
     assert_eq!(err["field"], "widget_session_id");
-    let res = send(&app, &team, json!({"widget_session_id": Uuid::now_v7(), "message": "hi", "_hp": "x"})).await;
+    let res = send(
+        &app,
+        &team,
+        json!({"widget_session_id": Uuid::now_v7(), "message": "hi", "_hp": "x"}),
+    )
+    .await;
     assert_error(res, 400, "validation_error").await;
-    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0, "nothing refused is stored");
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages").await,
+        0,
+        "nothing refused is stored"
+    );
     let res = app
         .client
-        .get(format!("{}?widget_session_id={}&status=closed", url(&app, "/tickets"), Uuid::now_v7()))
+        .get(format!(
+            "{}?widget_session_id={}&status=closed",
+            url(&app, "/tickets"),
+            Uuid::now_v7()
+        ))
         .header("X-Conversations-Token", &team.token)
         .send()
         .await
@@ -115,11 +171,19 @@ async fn a_ticket_answers_only_to_the_session_it_was_opened_with() {
 
     let res = messages(&app, &team, ticket, &format!("widget_session_id={theirs}")).await;
     assert_error(res, 403, "forbidden").await;
-    let res = send(&app, &team, json!({"widget_session_id": theirs, "ticket_id": ticket, "message": "me too"})).await;
+    let res = send(
+        &app,
+        &team,
+        json!({"widget_session_id": theirs, "ticket_id": ticket, "message": "me too"}),
+    )
+    .await;
     assert_error(res, 403, "forbidden").await;
     let list: Value = app
         .client
-        .get(format!("{}?widget_session_id={theirs}", url(&app, "/tickets")))
+        .get(format!(
+            "{}?widget_session_id={theirs}",
+            url(&app, "/tickets")
+        ))
         .header("X-Conversations-Token", &team.token)
         .send()
         .await
@@ -129,11 +193,21 @@ async fn a_ticket_answers_only_to_the_session_it_was_opened_with() {
         .unwrap();
     assert_eq!(list["count"], 0);
     // The linked distinct_id never grants access on the documented surface either.
-    let res = app.get_messages(&team.token, ticket, &[("distinct_id", "anon-123")]).await;
+    let res = app
+        .get_messages(&team.token, ticket, &[("distinct_id", "anon-123")])
+        .await;
     assert_error(res, 403, "forbidden").await;
     // And a documented-surface ticket is not reachable by a session.
-    let documented = app.open_ticket(&team.token, "visitor@example.com", "hi").await;
-    let res = messages(&app, &team, &documented, &format!("widget_session_id={mine}")).await;
+    let documented = app
+        .open_ticket(&team.token, "visitor@example.com", "hi")
+        .await;
+    let res = messages(
+        &app,
+        &team,
+        &documented,
+        &format!("widget_session_id={mine}"),
+    )
+    .await;
     assert_error(res, 403, "forbidden").await;
 }
 
@@ -145,12 +219,31 @@ async fn unread_counts_follow_operator_replies_and_read_marks() {
     let sent = first_message(&app, &team, session, "help").await;
     let ticket = sent["ticket_id"].as_str().unwrap();
 
-    for body in [json!({"content": "on it"}), json!({"content": "note", "is_private": true})] {
-        assert_eq!(app.operator_post(&team.secret, ticket, &body).await.status(), 201);
+    for body in [
+        json!({"content": "on it"}),
+        json!({"content": "note", "is_private": true}),
+    ] {
+        assert_eq!(
+            app.operator_post(&team.secret, ticket, &body)
+                .await
+                .status(),
+            201
+        );
     }
-    let page: Value = messages(&app, &team, ticket, &format!("widget_session_id={session}")).await.json().await.unwrap();
-    assert_eq!(page["unread_count"], 1, "the public reply counts, the private note does not");
-    assert_eq!(page["messages"].as_array().unwrap().len(), 2, "the note is never shown");
+    let page: Value = messages(&app, &team, ticket, &format!("widget_session_id={session}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["unread_count"], 1,
+        "the public reply counts, the private note does not"
+    );
+    assert_eq!(
+        page["messages"].as_array().unwrap().len(),
+        2,
+        "the note is never shown"
+    );
 
     let res = app
         .client
@@ -161,10 +254,16 @@ async fn unread_counts_follow_operator_replies_and_read_marks() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!({"success": true, "unread_count": 0}));
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"success": true, "unread_count": 0})
+    );
     let list: Value = app
         .client
-        .get(format!("{}?widget_session_id={session}&limit=20&offset=0&_=5", url(&app, "/tickets")))
+        .get(format!(
+            "{}?widget_session_id={session}&limit=20&offset=0&_=5",
+            url(&app, "/tickets")
+        ))
         .header("X-Conversations-Token", &team.token)
         .send()
         .await
@@ -197,7 +296,13 @@ async fn ticket_numbers_count_up_per_team_and_customer_messages_keep_a_resolved_
             .json()
             .await
             .unwrap();
-        let row = list["results"].as_array().unwrap().iter().find(|r| r["id"] == sent["ticket_id"]).cloned().unwrap();
+        let row = list["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == sent["ticket_id"])
+            .cloned()
+            .unwrap();
         numbers.push(row["ticket_number"].as_i64().unwrap());
     }
     assert_eq!(numbers, vec![1, 2, 1]);
@@ -206,50 +311,88 @@ async fn ticket_numbers_count_up_per_team_and_customer_messages_keep_a_resolved_
     let ticket = sent["ticket_id"].as_str().unwrap();
     let res = app
         .client
-        .patch(format!("{}/api/conversations/tickets/{ticket}", app.address))
+        .patch(format!(
+            "{}/api/conversations/tickets/{ticket}",
+            app.address
+        ))
         .bearer_auth(&a.secret)
         .json(&json!({"status": "resolved"}))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let res = send(&app, &a, json!({"widget_session_id": s, "ticket_id": ticket, "message": "thanks"})).await;
+    let res = send(
+        &app,
+        &a,
+        json!({"widget_session_id": s, "ticket_id": ticket, "message": "thanks"}),
+    )
+    .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap()["ticket_status"], "resolved", "this surface keeps the status");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["ticket_status"],
+        "resolved",
+        "this surface keeps the status"
+    );
 }
 
 #[actix_web::test]
 async fn reads_and_writes_have_separate_team_budgets_and_sessions_their_own() {
     let app = spawn_app().await;
     let team = app
-        .create_team_with(json!({"rate_limits": {"team_reads_per_hour": 2, "widget_session_per_minute": 1000}}))
+        .create_team_with(
+            json!({"rate_limits": {"team_reads_per_hour": 2, "widget_session_per_minute": 1000}}),
+        )
         .await;
     let s = Uuid::now_v7();
     let sent = first_message(&app, &team, s, "hi").await;
     let ticket = sent["ticket_id"].as_str().unwrap();
     for _ in 0..2 {
-        assert_eq!(messages(&app, &team, ticket, &format!("widget_session_id={s}")).await.status(), 200);
+        assert_eq!(
+            messages(&app, &team, ticket, &format!("widget_session_id={s}"))
+                .await
+                .status(),
+            200
+        );
     }
     let res = messages(&app, &team, ticket, &format!("widget_session_id={s}")).await;
     assert!(res.headers().get("retry-after").is_some());
     assert_error(res, 429, "rate_limited").await;
-    let res = send(&app, &team, json!({"widget_session_id": s, "ticket_id": ticket, "message": "still sending"})).await;
+    let res = send(
+        &app,
+        &team,
+        json!({"widget_session_id": s, "ticket_id": ticket, "message": "still sending"}),
+    )
+    .await;
     assert_eq!(res.status(), 200, "idle polling never starves sends");
 
-    let tight = app.create_team_with(json!({"rate_limits": {"widget_session_per_minute": 2}})).await;
+    let tight = app
+        .create_team_with(json!({"rate_limits": {"widget_session_per_minute": 2}}))
+        .await;
     let s = Uuid::now_v7();
     first_message(&app, &tight, s, "one").await;
     first_message(&app, &tight, s, "two").await;
-    let res = send(&app, &tight, json!({"widget_session_id": s, "message": "three"})).await;
+    let res = send(
+        &app,
+        &tight,
+        json!({"widget_session_id": s, "message": "three"}),
+    )
+    .await;
     assert_error(res, 429, "rate_limited").await;
-    let other = send(&app, &tight, json!({"widget_session_id": Uuid::now_v7(), "message": "other visitor"})).await;
+    let other = send(
+        &app,
+        &tight,
+        json!({"widget_session_id": Uuid::now_v7(), "message": "other visitor"}),
+    )
+    .await;
     assert_eq!(other.status(), 200, "another session has its own budget");
 }
 
 #[actix_web::test]
 async fn origin_checks_apply_to_sending_but_not_to_polling() {
     let app = spawn_app().await;
-    let team = app.create_team_with(json!({"allowed_widget_domains": ["shop.example.com"]})).await;
+    let team = app
+        .create_team_with(json!({"allowed_widget_domains": ["shop.example.com"]}))
+        .await;
     let s = Uuid::now_v7();
     let body = json!({"widget_session_id": s, "message": "hi"});
     let res = app
@@ -272,10 +415,16 @@ async fn origin_checks_apply_to_sending_but_not_to_polling() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let ticket = res.json::<Value>().await.unwrap()["ticket_id"].as_str().unwrap().to_owned();
+    let ticket = res.json::<Value>().await.unwrap()["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let res = app
         .client
-        .get(format!("{}?widget_session_id={s}", url(&app, &format!("/messages/{ticket}"))))
+        .get(format!(
+            "{}?widget_session_id={s}",
+            url(&app, &format!("/messages/{ticket}"))
+        ))
         .header("X-Conversations-Token", &team.token)
         .header("Origin", "https://elsewhere.test")
         .send()
@@ -284,7 +433,12 @@ async fn origin_checks_apply_to_sending_but_not_to_polling() {
     assert_eq!(res.status(), 200);
 }
 
-async fn restore_request(app: &TestApp, team: &TestTeam, email: &str, page: &str) -> reqwest::Response {
+async fn restore_request(
+    app: &TestApp,
+    team: &TestTeam,
+    email: &str,
+    page: &str,
+) -> reqwest::Response {
     app.client
         .post(url(app, "/restore/request"))
         .header("X-Conversations-Token", &team.token)
@@ -310,14 +464,22 @@ async fn redeem(app: &TestApp, team: &TestTeam, token: &str, session: Uuid) -> V
 }
 
 fn token_in(body: &str) -> String {
-    let start = body.find("ph_conv_restore=").expect("a restore link in the mail") + "ph_conv_restore=".len();
-    body[start..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect()
+    let start = body
+        .find("ph_conv_restore=")
+        .expect("a restore link in the mail")
+        + "ph_conv_restore=".len();
+    body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect()
 }
 
 #[actix_web::test]
 async fn restore_by_email_moves_tickets_to_a_new_session_once() {
     let app = spawn_app().await;
-    let team = app.create_team_with(json!({"allowed_widget_domains": ["shop.example.com"]})).await;
+    let team = app
+        .create_team_with(json!({"allowed_widget_domains": ["shop.example.com"]}))
+        .await;
     let old = Uuid::now_v7();
     let res = app
         .client
@@ -329,28 +491,59 @@ async fn restore_by_email_moves_tickets_to_a_new_session_once() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let ticket = res.json::<Value>().await.unwrap()["ticket_id"].as_str().unwrap().to_owned();
+    let ticket = res.json::<Value>().await.unwrap()["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Unknown emails get the same answer and no mail.
-    let res = restore_request(&app, &team, "nobody@example.com", "http://shop.example.com/help").await;
+    let res = restore_request(
+        &app,
+        &team,
+        "nobody@example.com",
+        "http://shop.example.com/help",
+    )
+    .await;
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"ok": true}));
     assert_eq!(app.count("SELECT count(*) FROM outbox").await, 0);
     // Links only ever point at the team's own sites.
     let res = restore_request(&app, &team, "ann@example.com", "https://phish.test/").await;
     assert_error(res, 400, "validation_error").await;
 
-    let res = restore_request(&app, &team, "ann@example.com", "http://shop.example.com/help").await;
+    let res = restore_request(
+        &app,
+        &team,
+        "ann@example.com",
+        "http://shop.example.com/help",
+    )
+    .await;
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"ok": true}));
-    let body: String = app.db().await.query_one("SELECT body FROM outbox", &[]).await.unwrap().get(0);
-    assert!(body.contains("http://shop.example.com/help?ph_conv_restore="), "{body}");
+    let body: String = app
+        .db()
+        .await
+        .query_one("SELECT body FROM outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        body.contains("http://shop.example.com/help?ph_conv_restore="),
+        "{body}"
+    );
     let token = token_in(&body);
 
-    assert_eq!(redeem(&app, &team, "bogus", Uuid::now_v7()).await["status"], "invalid");
+    assert_eq!(
+        redeem(&app, &team, "bogus", Uuid::now_v7()).await["status"],
+        "invalid"
+    );
     let new = Uuid::now_v7();
     let done = redeem(&app, &team, &token, new).await;
     assert_eq!(done["status"], "success");
     assert_eq!(done["migrated_ticket_ids"], json!([ticket]));
-    assert_eq!(redeem(&app, &team, &token, Uuid::now_v7()).await["status"], "used", "single use");
+    assert_eq!(
+        redeem(&app, &team, &token, Uuid::now_v7()).await["status"],
+        "used",
+        "single use"
+    );
 
     let page = messages(&app, &team, &ticket, &format!("widget_session_id={new}")).await;
     assert_eq!(page.status(), 200, "the new session reaches the ticket");
@@ -358,10 +551,25 @@ async fn restore_by_email_moves_tickets_to_a_new_session_once() {
     assert_error(page, 403, "forbidden").await;
 
     // An expired token says so.
-    restore_request(&app, &team, "ann@example.com", "http://shop.example.com/help").await;
-    let body: String = app.db().await.query_one("SELECT body FROM outbox ORDER BY id DESC LIMIT 1", &[]).await.unwrap().get(0);
+    restore_request(
+        &app,
+        &team,
+        "ann@example.com",
+        "http://shop.example.com/help",
+    )
+    .await;
+    let body: String = app
+        .db()
+        .await
+        .query_one("SELECT body FROM outbox ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     app.db().await.execute("UPDATE restore_tokens SET expires_at = now() - interval '1 minute' WHERE used_at IS NULL", &[]).await.unwrap();
-    assert_eq!(redeem(&app, &team, &token_in(&body), Uuid::now_v7()).await["status"], "expired");
+    assert_eq!(
+        redeem(&app, &team, &token_in(&body), Uuid::now_v7()).await["status"],
+        "expired"
+    );
 }
 
 /// A minimal SMTP server that keeps every message it is given.
@@ -390,7 +598,11 @@ async fn smtp_sink() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                         }
                         continue;
                     }
-                    let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
                     let reply: &[u8] = match verb.as_str() {
                         "DATA" => {
                             data = Some(String::new());
@@ -414,10 +626,18 @@ async fn smtp_sink() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 async fn restore_links_are_delivered_over_smtp() {
     let (port, inbox) = smtp_sink().await;
     let app = spawn_app_with(|s| {
-        s.smtp = Some(colloquy::mailer::SmtpSettings::parse(&format!("smtp://127.0.0.1:{port}"), "support@example.com").unwrap());
+        s.smtp = Some(
+            colloquy::mailer::SmtpSettings::parse(
+                &format!("smtp://127.0.0.1:{port}"),
+                "support@example.com",
+            )
+            .unwrap(),
+        );
     })
     .await;
-    let team = app.create_team_with(json!({"allowed_widget_domains": ["shop.example.com"]})).await;
+    let team = app
+        .create_team_with(json!({"allowed_widget_domains": ["shop.example.com"]}))
+        .await;
     let res = app
         .client
         .post(url(&app, "/message"))
@@ -442,6 +662,12 @@ async fn restore_links_are_delivered_over_smtp() {
     assert!(mail.contains("ann@example.com"), "{mail}");
     let token = token_in(&mail.replace("=\n", ""));
     assert!(token.len() >= 32, "the link carries the token: {mail}");
-    let sent: Option<chrono::DateTime<chrono::Utc>> = app.db().await.query_one("SELECT sent_at FROM outbox", &[]).await.unwrap().get(0);
+    let sent: Option<chrono::DateTime<chrono::Utc>> = app
+        .db()
+        .await
+        .query_one("SELECT sent_at FROM outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(sent.is_some(), "the outbox row is marked sent");
 }

@@ -28,7 +28,7 @@ impl Default for SuspicionWeights {
             honeypot: 90,
             repeated_message: 40,
             repeated_across_visitors: 40,
-            link_density: 30,
+            link_density: 50,
             enumeration: 50,
             rate_limited: 30,
             burst_after_creation: 30,

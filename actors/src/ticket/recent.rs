@@ -10,6 +10,9 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, Default)]
 pub struct Recent {
     floor: Option<DateTime<Utc>>,
+    /// The window holds the ticket's whole history (it has seen every message since the
+    /// first), so a read without `after` is answered from memory too.
+    from_start: bool,
     messages: VecDeque<StoredMessage>,
     capacity: usize,
 }
@@ -19,6 +22,7 @@ impl Recent {
     pub fn unknown(capacity: usize) -> Self {
         Self {
             floor: None,
+            from_start: false,
             messages: VecDeque::new(),
             capacity,
         }
@@ -28,6 +32,7 @@ impl Recent {
     pub fn at_tail(capacity: usize, tail: Option<DateTime<Utc>>) -> Self {
         Self {
             floor: tail,
+            from_start: false,
             messages: VecDeque::new(),
             capacity,
         }
@@ -36,6 +41,7 @@ impl Recent {
     /// Forgets everything, after a write whose outcome is unknown.
     pub fn invalidate(&mut self) {
         self.floor = None;
+        self.from_start = false;
         self.messages.clear();
     }
 
@@ -46,6 +52,7 @@ impl Recent {
         let tail = self.messages.back().map(|m| m.created_at).or(self.floor);
         if self.floor.is_none() || tail != prev_tail || prev_tail.is_none() {
             self.messages.clear();
+            self.from_start = prev_tail.is_none();
             self.floor = match (prev_tail, committed.first()) {
                 (Some(p), _) => Some(p),
                 (None, Some(first)) => Some(first.created_at - chrono::Duration::microseconds(1)),
@@ -58,6 +65,7 @@ impl Recent {
         while self.messages.len() > self.capacity {
             if let Some(old) = self.messages.pop_front() {
                 self.floor = Some(old.created_at);
+                self.from_start = false;
             }
         }
     }
@@ -70,10 +78,12 @@ impl Recent {
         limit: usize,
         include_private: bool,
     ) -> Option<MessagePage> {
-        let (floor, after) = (self.floor?, after?);
-        if after < floor {
-            return None;
-        }
+        let floor = self.floor?;
+        let after = match after {
+            Some(a) if a >= floor => a,
+            None if self.from_start => floor,
+            _ => return None,
+        };
         let mut visible = self
             .messages
             .iter()
@@ -152,6 +162,22 @@ mod tests {
         assert_eq!(
             times(&r.page(Some(at(12)), 50, false).unwrap()),
             vec![at(13)]
+        );
+    }
+
+    #[test]
+    fn a_window_that_saw_the_first_message_answers_the_whole_history() {
+        let mut r = Recent::unknown(3);
+        r.extend(None, vec![msg(11, false)]);
+        r.extend(Some(at(11)), vec![msg(12, false)]);
+        assert_eq!(
+            times(&r.page(None, 50, false).unwrap()),
+            vec![at(11), at(12)]
+        );
+        r.extend(Some(at(12)), vec![msg(13, false), msg(14, false)]);
+        assert!(
+            r.page(None, 50, false).is_none(),
+            "the first message fell out of the window"
         );
     }
 
