@@ -61,8 +61,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(widget_cors())
-                .wrap(actix_web::middleware::from_fn(http::ops::record_metrics))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(actix_web::middleware::from_fn(http::ops::observe_request))
                 .app_data(data.clone())
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))

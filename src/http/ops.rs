@@ -15,29 +15,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-/// Counts every request by route pattern (never the raw path: ids would explode the label
-/// set), method and status, and times it.
-pub async fn record_metrics(
+/// Wraps every request: a tracing span with a fresh request id (so every log line of the
+/// request carries it; the id is also returned as `X-Request-Id`), one log line at the end
+/// with the route pattern — never the raw path or query, which hold visitor ids and tokens —
+/// and the Prometheus counters and latency histogram by route, method and status.
+pub async fn observe_request(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
     let started = std::time::Instant::now();
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
     let method = req.method().as_str().to_owned();
-    let res = next.call(req).await?;
+    let request_id = uuid::Uuid::new_v4();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method);
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let elapsed = started.elapsed();
+    let status = res.status();
+    span.in_scope(|| {
+        tracing::info!(route = %route, status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1000.0, "request finished")
+    });
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id.to_string()) {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            v,
+        );
+    }
     if let Some(m) = metrics {
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
         m.requests
-            .with_label_values(&[&route, &method, res.status().as_str()])
+            .with_label_values(&[&route, &method, status.as_str()])
             .inc();
         m.latency
             .with_label_values(&[&route, &method])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
     }
     Ok(res)
 }
