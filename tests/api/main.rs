@@ -11,6 +11,7 @@ mod isolation;
 mod operator;
 mod ordering;
 mod rate_limits;
+mod shutdown;
 mod stream;
 mod widget_post;
 mod widget_read;
