@@ -269,10 +269,12 @@ _cdb_private_start() {
         fi
     fi
 
-    # Serialise concurrent callers (two scripts starting at once).
-    local lockfd=""
-    if command -v flock >/dev/null 2>&1; then
-        exec {lockfd}>"$dir/.lock" && flock -w 120 "$lockfd"
+    # Serialise concurrent callers (two scripts starting at once) with a lock on fd 9.
+    # Every child gets `9>&-` so the postmaster does not inherit (and keep) the lock.
+    local locked=""
+    if command -v flock >/dev/null 2>&1 && exec 9>"$dir/.lock"; then
+        locked=1
+        flock -w 120 9 || _cdb_log "could not lock $dir/.lock within 120 s; going on"
     fi
 
     local rc=0
@@ -280,7 +282,7 @@ _cdb_private_start() {
         _cdb_log "creating a private PostgreSQL cluster ($bindir) in $data"
         mkdir -p "$sock" && { [[ -z "$user" ]] || chown -R "$user:" "$dir"; } || rc=1
         if ((rc == 0)) && ! _cdb_as_owner "$user" "$bindir/initdb" -D "$data" -U postgres \
-            --auth=trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1; then
+            --auth=trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 9>&-; then
             _cdb_log "initdb failed; see $dir/initdb.log:"
             tail -n 20 "$dir/initdb.log" >&2
             rc=1
@@ -301,17 +303,17 @@ EOF
         fi
     fi
 
-    if ((rc == 0)) && ! _cdb_as_owner "$user" "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    if ((rc == 0)) && ! _cdb_as_owner "$user" "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1 9>&-; then
         _cdb_log "starting the private cluster on 127.0.0.1:$port (log: $log)"
         if ! _cdb_as_owner "$user" "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 \
-            -o "-p $port" start >/dev/null 2>&1; then
+            -o "-p $port" start >/dev/null 2>&1 9>&-; then
             _cdb_log "pg_ctl start failed (is port $port taken? set COLLOQUY_DB_PORT); last log lines:"
             tail -n 20 "$log" >&2 2>/dev/null
             rc=1
         fi
     fi
 
-    if [[ -n "$lockfd" ]]; then exec {lockfd}>&-; fi
+    if [[ -n "$locked" ]]; then exec 9>&-; fi
     return "$rc"
 }
 

@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the project's test command (README) and what CI runs (.ci/run).
+#
+#   1. checks the tools (cargo, curl, jq; installs curl/jq with apt-get when root on Debian)
+#   2. finds PostgreSQL via scripts/dev-db.sh and exports DATABASE_URL pointing at the
+#      server's `postgres` maintenance database (integration tests create their own databases
+#      from it); drops colloquy_test_* / colloquy_session_* databases older runs left behind
+#   3. cargo fmt --check, cargo clippy -D warnings, the workspace tests (cargo nextest when
+#      installed, plus the doc tests; else cargo test)
+#   4. builds the binary, serves it on a fresh database `colloquy_session_<random>` on
+#      127.0.0.1:<free port> and runs scripts/widget-session.sh against it, then the
+#      operator session, the spam corpus, the posthog-js browser suite (scripts/e2e.sh,
+#      which installs Debian's chromium and the npm lockfile when missing)
+#   5. prints a summary; exits non-zero if any step failed (every step runs regardless).
+#
+# Environment:
+#   CARGO_TARGET_DIR   build directory (default ~/.cache/colloquy/target)
+#   DATABASE_URL       candidate server (see scripts/dev-db.sh for the discovery and its vars)
+#   LEFTOVER_DB_MIN_AGE_MINUTES  only drop leftover test databases older than this
+#                      (default 30: a concurrent run's fresh databases are left alone)
+#   SERVER_START_TIMEOUT  seconds to wait for the server's /healthz (default 30)
+set -euo pipefail
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+die() {
+    log "$*"
+    exit 1
+}
+section() { printf '\n=== %s ===\n' "$*" >&2; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/colloquy/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"
+
+# --- 1. tools ---------------------------------------------------------------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust from https://rustup.rs"
+missing=()
+for tool in curl jq; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing missing Debian packages: ${missing[*]} (apt-get, running as root)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq "${missing[@]}" >/dev/null ||
+            { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+            die "apt-get install ${missing[*]} failed"
+    else
+        die "missing tools: ${missing[*]} — install them (Debian: sudo apt-get install ${missing[*]})"
+    fi
+fi
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || die "clippy missing: rustup component add clippy"
+
+# --- bookkeeping ------------------------------------------------------------------------
+RESULTS=()
+FAILED=0
+record() { # record NAME STATUS
+    if [[ "$2" == 0 ]]; then
+        RESULTS+=("PASS  $1")
+    else
+        RESULTS+=("FAIL  $1 (exit $2)")
+        FAILED=1
+    fi
+}
+run_step() { # run_step NAME command...
+    local name="$1" rc=0
+    shift
+    section "$name"
+    "$@" || rc=$?
+    record "$name" "$rc"
+    return 0
+}
+
+SERVER_PID=""
+SESSION_DB=""
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/colloquy-test.XXXXXX")"
+stop_server() { # stop the session server (TERM, then KILL after 10 s) and drop its database
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$SERVER_PID" ]]; then wait "$SERVER_PID" 2>/dev/null || true; fi
+    SERVER_PID=""
+    if [[ -n "$SESSION_DB" ]]; then
+        colloquy_db_drop "$SESSION_DB" >/dev/null 2>&1 || log "could not drop database $SESSION_DB"
+        SESSION_DB=""
+    fi
+}
+cleanup() {
+    local rc=$?
+    stop_server
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 2. database ------------------------------------------------------------------------
+section "database"
+# shellcheck source=scripts/dev-db.sh
+source "$ROOT/scripts/dev-db.sh"
+DATABASE_URL="$(colloquy_db_url_for "$DATABASE_URL" postgres)"
+export DATABASE_URL
+log "DATABASE_URL=$DATABASE_URL (tests create their own databases from it)"
+
+drop_leftovers() {
+    if ! _cdb_psql >/dev/null 2>&1; then
+        log "psql not found: not dropping leftover test databases"
+        return 0
+    fi
+    local age="${LEFTOVER_DB_MIN_AGE_MINUTES:-30}" names name
+    # Age of a database = mtime of its PG_VERSION file (needs superuser); without that
+    # privilege, fall back to "not in use".
+    names="$(colloquy_db_psql -tA -v "age=$age" 2>/dev/null <<'SQL'
+SELECT d.datname FROM pg_database d
+WHERE (d.datname LIKE 'colloquy\_test\_%' OR d.datname LIKE 'colloquy\_session\_%')
+  AND (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification
+      < now() - make_interval(mins => :'age'::int)
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)
+SQL
+    )" || names="$(colloquy_db_psql -tA <<'SQL'
+SELECT d.datname FROM pg_database d
+WHERE (d.datname LIKE 'colloquy\_test\_%' OR d.datname LIKE 'colloquy\_session\_%')
+  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)
+SQL
+    )" || { log "could not list leftover databases"; return 0; }
+    local n=0
+    for name in $names; do
+        if colloquy_db_psql -v "name=$name" >/dev/null 2>&1 <<'SQL'
+SELECT format('DROP DATABASE IF EXISTS %I', :'name') \gexec
+SQL
+        then n=$((n + 1)); fi
+    done
+    log "dropped $n leftover test database(s)"
+}
+drop_leftovers
+
+# --- 3. static checks and the test suites -----------------------------------------------
+run_step "cargo fmt --check" cargo fmt --all -- --check
+run_step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+    run_step "cargo nextest run" cargo nextest run --workspace --no-tests=warn
+    run_step "cargo test --doc" cargo test --workspace --doc
+else
+    run_step "cargo test" cargo test --workspace
+fi
+
+# --- 4. the curl session against a live server ------------------------------------------
+rand_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+
+start_server() {
+    local bin="$CARGO_TARGET_DIR/debug/colloquy" url port="" deadline
+    [[ -x "$bin" ]] || { log "no binary at $bin"; return 1; }
+    SESSION_DB="colloquy_session_$(rand_hex 6)"
+    url="$(colloquy_db_create "$SESSION_DB")" || return 1
+    SESSION_ADMIN_TOKEN="$(rand_hex 24)"
+    log "serving on a free port of 127.0.0.1 with database $SESSION_DB"
+    DATABASE_URL="$url" BIND=127.0.0.1:0 ADMIN_TOKEN="$SESSION_ADMIN_TOKEN" LOG_FORMAT=text \
+        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$bin" serve >"$TMP/server.log" 2>&1 &
+    SERVER_PID=$!
+    deadline=$((SECONDS + ${SERVER_START_TIMEOUT:-30}))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            log "the server exited during start-up; its log:"
+            tail -n 40 "$TMP/server.log" >&2
+            return 1
+        fi
+        if [[ -z "$port" ]]; then
+            port="$(sed 's/\x1b\[[0-9;]*m//g' "$TMP/server.log" |
+                grep -oE 'listening on http://127\.0\.0\.1:[0-9]+' | head -n 1 | sed 's/.*://')" || true
+        fi
+        if [[ -n "$port" ]] && curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then
+            SESSION_BASE_URL="http://127.0.0.1:$port"
+            log "server up at $SESSION_BASE_URL"
+            return 0
+        fi
+        sleep 0.3
+    done
+    if [[ -z "$port" ]]; then
+        log "no 'listening on http://127.0.0.1:PORT' line in the server log within ${SERVER_START_TIMEOUT:-30} s:"
+    else
+        log "GET http://127.0.0.1:$port/healthz did not answer 200 within ${SERVER_START_TIMEOUT:-30} s:"
+    fi
+    tail -n 40 "$TMP/server.log" >&2
+    return 1
+}
+
+widget_session() {
+    start_server || return 1
+    local rc=0
+    BASE_URL="$SESSION_BASE_URL" ADMIN_TOKEN="$SESSION_ADMIN_TOKEN" "$ROOT/scripts/widget-session.sh" || rc=$?
+    if ((rc != 0)); then
+        log "widget-session failed; last server log lines:"
+        tail -n 30 "$TMP/server.log" >&2
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "the server died during the session"
+        rc=1
+    fi
+    stop_server
+    return "$rc"
+}
+
+run_step "cargo build" cargo build --bin colloquy
+if [[ "${RESULTS[-1]}" == PASS* ]]; then
+    run_step "widget session (scripts/widget-session.sh)" widget_session
+else
+    RESULTS+=("SKIP  widget session (no binary)")
+    FAILED=1
+fi
+
+# --- later suites -----------------------------------------------------------------------
+# Each counts in the summary. A suite needing a live server calls start_server (a fresh
+# database; sets $SESSION_BASE_URL and $SESSION_ADMIN_TOKEN) and stop_server afterwards.
+operator_session() {
+    start_server || return 1
+    local rc=0
+    BASE_URL="$SESSION_BASE_URL" ADMIN_TOKEN="$SESSION_ADMIN_TOKEN" "$ROOT/scripts/operator-session.sh" || rc=$?
+    stop_server
+    return "$rc"
+}
+if [[ -x "$CARGO_TARGET_DIR/debug/colloquy" ]]; then
+    run_step "operator session (scripts/operator-session.sh)" operator_session
+    run_step "spam corpus: precision and recall (scripts/spam-corpus.sh)" "$ROOT/scripts/spam-corpus.sh" --seed 42
+    run_step "e2e: the posthog-js widget in Chromium (scripts/e2e.sh)" "$ROOT/scripts/e2e.sh"
+fi
+
+# --- 5. summary -------------------------------------------------------------------------
+section "summary"
+for r in "${RESULTS[@]}"; do printf '  %s\n' "$r" >&2; done
+if ((FAILED)); then
+    log "FAILED"
+    exit 1
+fi
+log "all passed"
