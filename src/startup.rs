@@ -45,6 +45,7 @@ impl Application {
             suspicion: SuspicionDetector::start(port_store),
             mailer: crate::mailer::MailerHandle::start(pg.clone(), settings.smtp.clone()),
             blocks: crate::blocks::BlockList::default(),
+            draining: Arc::default(),
             metrics: Arc::new(crate::telemetry::Metrics::new().context("register metrics")?),
             admin_token: settings.admin_token.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
@@ -60,17 +61,21 @@ impl Application {
         let data = web::Data::new(state.clone());
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(widget_cors())
+                // The last wrap is the outermost: CORS headers reach every answer, also the
+                // deadline's 503.
                 .wrap(actix_web::middleware::from_fn(http::ops::observe_request))
+                .wrap(widget_cors())
                 .app_data(data.clone())
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })
-        .shutdown_timeout(10);
+        .shutdown_timeout(10)
+        .disable_signals();
         if let Some(n) = settings.workers {
             server = server.workers(n);
         }
         let server = server.listen(listener)?.run();
+        stop_on_signal(server.handle(), state.draining.clone());
         tracing::info!("listening on http://{}:{port}", settings.bind.ip());
         Ok(Self {
             port,
@@ -93,6 +98,40 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// How long new requests are answered `503` (with `Connection: close`) after a stop signal
+/// before the listener closes: clients and load balancers move away instead of meeting a
+/// closed socket in the middle of a request.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// On SIGTERM or SIGINT: drain (new requests get 503), then stop accepting and let in-flight
+/// requests finish (`run_until_stopped` then drains the actors).
+fn stop_on_signal(
+    server: actix_web::dev::ServerHandle,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+) {
+    actix_web::rt::spawn(async move {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = term => tracing::info!("SIGTERM received"),
+            _ = actix_web::rt::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        actix_web::rt::time::sleep(DRAIN_GRACE).await;
+        server.stop(true).await;
+    });
 }
 
 /// Browsers call the widget API cross-origin with a custom header: preflights succeed for

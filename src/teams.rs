@@ -188,7 +188,9 @@ impl NewTeam {
             return Err(ValidationError::new(unknown.as_str(), "unknown field"));
         }
         let name = match body.get("name") {
-            Some(Value::String(s)) if (1..=200).contains(&s.trim().chars().count()) => {
+            Some(Value::String(s))
+                if (1..=200).contains(&s.trim().chars().count()) && !s.contains('\0') =>
+            {
                 s.trim().to_owned()
             }
             _ => {
@@ -214,7 +216,12 @@ impl NewTeam {
                 let mut hosts = Vec::with_capacity(items.len());
                 for item in items {
                     match item {
-                        Value::String(s) if (1..=253).contains(&s.trim().len()) => hosts.push(s.clone()),
+                        Value::String(s)
+                            if (1..=253).contains(&s.trim().len())
+                                && !s.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+                        {
+                            hosts.push(s.clone())
+                        }
                         _ => {
                             return Err(ValidationError::new(
                                 "allowed_widget_domains",
@@ -307,7 +314,11 @@ impl SettingsPatch {
                 items
                     .iter()
                     .map(|v| match v.as_str().map(str::trim) {
-                        Some(e) if e.contains('@') && (3..=254).contains(&e.len()) => {
+                        Some(e)
+                            if e.contains('@')
+                                && (3..=254).contains(&e.len())
+                                && !e.chars().any(char::is_control) =>
+                        {
                             Ok(e.to_owned())
                         }
                         _ => Err(ValidationError::new(

@@ -7,6 +7,7 @@ use crate::stats::{ActorStats, ActorStatsSnapshot};
 use actix::prelude::*;
 use dashmap::DashMap;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -106,6 +107,8 @@ pub struct RateLimiter {
     epoch: Instant,
     tats: HashMap<(Tier, String), Duration>,
     stats: Arc<ActorStats>,
+    /// `tats.len()`, published for reporting.
+    keys: Arc<AtomicUsize>,
 }
 
 impl RateLimiter {
@@ -132,12 +135,14 @@ impl RateLimiter {
             }
         }
         self.tats.extend(admitted);
+        self.keys.store(self.tats.len(), Relaxed);
         Ok(())
     }
 
     fn sweep(&mut self) {
         let now = self.epoch.elapsed();
         self.tats.retain(|_, tat| *tat > now);
+        self.keys.store(self.tats.len(), Relaxed);
     }
 }
 
@@ -179,8 +184,16 @@ pub enum AdmissionError {
 /// The per-team limiters; a handle HTTP handlers share.
 #[derive(Clone, Default)]
 pub struct RateLimiters {
-    teams: Arc<DashMap<Uuid, Addr<RateLimiter>>>,
+    teams: Arc<DashMap<Uuid, Limiter>>,
     stats: Arc<ActorStats>,
+}
+
+/// A team's limiter and the number of keys it tracks (published by the actor, so reporting
+/// never has to ask it).
+#[derive(Clone)]
+struct Limiter {
+    addr: Addr<RateLimiter>,
+    keys: Arc<AtomicUsize>,
 }
 
 impl RateLimiters {
@@ -205,27 +218,41 @@ impl RateLimiters {
         self.stats.snapshot()
     }
 
+    /// Keys tracked per team (distinct_ids, IPs, sessions with recent requests), largest first.
+    pub fn keys_per_team(&self) -> Vec<(Uuid, usize)> {
+        let mut all: Vec<(Uuid, usize)> = self
+            .teams
+            .iter()
+            .map(|e| (*e.key(), e.value().keys.load(Relaxed)))
+            .collect();
+        all.sort_by_key(|(_, keys)| std::cmp::Reverse(*keys));
+        all
+    }
+
     fn limiter(&self, team_id: Uuid) -> Addr<RateLimiter> {
-        if let Some(addr) = self.teams.get(&team_id).map(|a| a.value().clone()) {
-            if addr.connected() {
-                return addr;
+        if let Some(l) = self.teams.get(&team_id).map(|a| a.value().clone()) {
+            if l.addr.connected() {
+                return l.addr;
             }
         }
         // Starting an actor is synchronous: no await happens while the entry is held.
         let mut entry = self.teams.entry(team_id).or_insert_with(|| self.start());
-        if !entry.connected() {
+        if !entry.addr.connected() {
             *entry = self.start();
         }
-        entry.value().clone()
+        entry.value().addr.clone()
     }
 
-    fn start(&self) -> Addr<RateLimiter> {
-        RateLimiter {
+    fn start(&self) -> Limiter {
+        let keys = Arc::new(AtomicUsize::new(0));
+        let addr = RateLimiter {
             epoch: Instant::now(),
             tats: HashMap::new(),
             stats: Arc::clone(&self.stats),
+            keys: Arc::clone(&keys),
         }
-        .start()
+        .start();
+        Limiter { addr, keys }
     }
 }
 
@@ -277,6 +304,7 @@ mod tests {
             epoch: Instant::now(),
             tats: HashMap::new(),
             stats,
+            keys: Arc::default(),
         };
         let c = |tier, n| RateCheck {
             tier,

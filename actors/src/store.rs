@@ -201,6 +201,9 @@ pub enum StoreError {
     /// The database is unreachable, slow or restarting: retry later (503).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Every pooled connection is busy: shed load (503 overloaded).
+    #[error("database pool exhausted")]
+    Busy,
     /// The ticket does not exist for this team.
     #[error("not found")]
     NotFound,

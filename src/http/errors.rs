@@ -154,6 +154,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Unavailable(_) => ApiError::Unavailable,
             StoreError::NotFound => ApiError::NotFound,
+            StoreError::Busy => ApiError::Overloaded,
             StoreError::Internal(m) => ApiError::Internal(m),
         }
     }

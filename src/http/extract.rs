@@ -54,6 +54,9 @@ pub fn query(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
         .map_err(|_| ApiError::invalid("query", "the query string is malformed"))?;
     let mut map = HashMap::with_capacity(pairs.len());
     for (k, v) in pairs {
+        if v.contains('\0') {
+            return Err(no_nul(&k));
+        }
         map.entry(k).or_insert(v);
     }
     Ok(map)
@@ -182,8 +185,27 @@ pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
     }
 }
 
-/// An optional string field: absent or null → `None`; another type → validation error.
+/// PostgreSQL text cannot hold NUL: refuse it up front rather than fail the write.
+pub fn no_nul(field: &str) -> ApiError {
+    ApiError::invalid(field, format!("{field} must not contain NUL characters"))
+}
+
+/// An optional string field: absent or null → `None`; another type, or a NUL inside (which
+/// PostgreSQL cannot store), → validation error.
 pub fn opt_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
+    match opt_text(body, field)? {
+        Some(s) if s.contains('\0') => Err(no_nul(field)),
+        other => Ok(other),
+    }
+}
+
+/// A required text field whose parser removes control characters itself (message bodies):
+/// NUL is allowed in, the contract says it is removed.
+pub fn req_text<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
+    opt_text(body, field)?.ok_or_else(|| ApiError::invalid(field, format!("{field} is required")))
+}
+
+fn opt_text<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),

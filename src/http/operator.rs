@@ -4,44 +4,69 @@
 //! typing, and erasing a visitor.
 
 use super::errors::ApiError;
-use super::extract::{self, json_object, operator_team, opt_str, req_str};
-use super::AppState;
+use super::extract::{self, json_object, operator_team, opt_str};
+use super::openapi as api;
+use super::{AppState, Endpoint};
 use crate::store::InboxFilter;
 use crate::teams::{SettingsPatch, Team};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use colloquy_actors::domain::{format_utc, AuthorName, AuthorType, MessageContent, TicketStatus};
 use colloquy_actors::store::{AppendResult, NewMessage};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// Registers the operator routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/conversations")
-            .route("/tickets", web::get().to(inbox))
-            .route("/tickets/{ticket_id}", web::get().to(ticket))
-            .route("/tickets/{ticket_id}", web::patch().to(patch_ticket))
-            .route("/tickets/{ticket_id}/messages", web::post().to(post_reply))
-            .route("/tickets/{ticket_id}/typing", web::post().to(typing))
-            .route("/persons/{distinct_id}", web::delete().to(erase_person))
-            .route("/suspicious", web::get().to(suspicious))
-            .route("/blocks", web::get().to(list_blocks))
-            .route("/blocks", web::post().to(create_block))
-            .route("/blocks/{block_id}", web::delete().to(delete_block))
-            .route("/settings", web::get().to(get_settings))
-            .route("/settings", web::patch().to(patch_settings))
-            .route(
+/// The operator routes (registered by [`super::routes`]).
+pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
+    (
+        "/api/conversations",
+        vec![
+            Endpoint::new(Method::GET, "/tickets", inbox),
+            Endpoint::new(Method::GET, "/tickets/{ticket_id}", ticket),
+            Endpoint::new(Method::PATCH, "/tickets/{ticket_id}", patch_ticket),
+            Endpoint::new(Method::POST, "/tickets/{ticket_id}/messages", post_reply),
+            Endpoint::new(Method::POST, "/tickets/{ticket_id}/typing", typing),
+            Endpoint::new(Method::DELETE, "/persons/{distinct_id}", erase_person),
+            Endpoint::new(Method::GET, "/suspicious", suspicious),
+            Endpoint::new(Method::GET, "/blocks", list_blocks),
+            Endpoint::new(Method::POST, "/blocks", create_block),
+            Endpoint::new(Method::DELETE, "/blocks/{block_id}", delete_block),
+            Endpoint::new(Method::GET, "/settings", get_settings),
+            Endpoint::new(Method::PATCH, "/settings", patch_settings),
+            Endpoint::new(
+                Method::POST,
                 "/settings/rotate_public_token",
-                web::post().to(rotate_public_token),
-            )
-            .route(
-                "/settings/rotate_identity_secret",
-                web::post().to(rotate_identity_secret),
+                rotate_public_token,
             ),
-    );
+            Endpoint::new(
+                Method::POST,
+                "/settings/rotate_identity_secret",
+                rotate_identity_secret,
+            ),
+        ],
+    )
 }
 
 /// `GET /api/conversations/tickets`: the inbox, newest activity first.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/tickets",
+    tag = "operator",
+    params(
+        ("status" = Option<api::TicketStatus>, Query, description = "Only this status"),
+        ("distinct_id" = Option<String>, Query, description = "Only this visitor"),
+        ("assignee" = Option<String>, Query, description = "Only this assignee"),
+        ("limit" = Option<i64>, Query, description = "Default 50, clamped to 1..500"),
+        ("offset" = Option<i64>, Query, description = "Default 0")
+    ),
+    responses(
+        (status = 200, description = "The inbox, newest activity first", body = api::Inbox),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let team = operator_team(&req, &state).await?;
     let q = extract::query(&req)?;
@@ -60,6 +85,22 @@ async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
 }
 
 /// `GET /api/conversations/tickets/{id}`: the ticket and all its messages.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/tickets/{ticket_id}",
+    tag = "operator",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket")
+    ),
+    responses(
+        (status = 200, description = "The ticket and all its messages", body = api::OperatorTicketWithMessages),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn ticket(
     req: HttpRequest,
     path: web::Path<String>,
@@ -72,6 +113,24 @@ async fn ticket(
 }
 
 /// `PATCH /api/conversations/tickets/{id}` `{status?, assignee?}`.
+#[utoipa::path(
+    patch,
+    path = "/api/conversations/tickets/{ticket_id}",
+    tag = "operator",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket")
+    ),
+    request_body(content = api::PatchTicketRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The ticket (without messages)", body = api::OperatorTicket),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn patch_ticket(
     req: HttpRequest,
     path: web::Path<String>,
@@ -93,7 +152,7 @@ async fn patch_ticket(
     let assignee = match body.get("assignee") {
         None => None,
         Some(Value::Null) => Some(None),
-        Some(Value::String(s)) if s.chars().count() <= 200 => {
+        Some(Value::String(s)) if s.chars().count() <= 200 && !s.contains('\0') => {
             Some(Some(s.trim().to_owned()).filter(|s| !s.is_empty()))
         }
         Some(_) => {
@@ -118,6 +177,22 @@ async fn patch_ticket(
 }
 
 /// `POST /api/conversations/tickets/{id}/typing`: tells the visitor's open streams.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/tickets/{ticket_id}/typing",
+    tag = "operator",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket")
+    ),
+    responses(
+        (status = 204, description = "The visitor's streams were told"),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn typing(
     req: HttpRequest,
     path: web::Path<String>,
@@ -130,6 +205,21 @@ async fn typing(
 }
 
 /// `DELETE /api/conversations/persons/{distinct_id}`: erases the visitor's tickets and messages.
+#[utoipa::path(
+    delete,
+    path = "/api/conversations/persons/{distinct_id}",
+    tag = "operator",
+    params(
+        ("distinct_id" = String, Path, description = "The visitor (1 to 400 characters)")
+    ),
+    responses(
+        (status = 200, description = "Erased", body = api::PersonErased),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn erase_person(
     req: HttpRequest,
     path: web::Path<String>,
@@ -137,6 +227,9 @@ async fn erase_person(
 ) -> Result<HttpResponse, ApiError> {
     let team = operator_team(&req, &state).await?;
     let distinct_id = path.trim();
+    if distinct_id.contains('\0') {
+        return Err(extract::no_nul("distinct_id"));
+    }
     if distinct_id.is_empty() || distinct_id.chars().count() > 400 {
         return Err(ApiError::invalid(
             "distinct_id",
@@ -152,6 +245,24 @@ async fn erase_person(
 }
 
 /// `POST /api/conversations/tickets/{id}/messages`: a reply (`human` or `AI`) or a private note.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/tickets/{ticket_id}/messages",
+    tag = "operator",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket")
+    ),
+    request_body(content = api::ReplyRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored", body = api::ReplyCreated),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn post_reply(
     req: HttpRequest,
@@ -163,7 +274,7 @@ async fn post_reply(
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let body = json_object(&req, payload).await?;
-    let content = MessageContent::parse(req_str(&body, "content")?, "content")?;
+    let content = MessageContent::parse(extract::req_text(&body, "content")?, "content")?;
     let author_type = match opt_str(&body, "author_type")? {
         None => AuthorType::Human,
         Some(raw) => AuthorType::parse_operator(raw)?,
@@ -229,6 +340,18 @@ fn settings_json(team: &Team) -> Value {
 }
 
 /// `GET /api/conversations/settings`.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/settings",
+    tag = "operator",
+    responses(
+        (status = 200, description = "The team's settings", body = api::Settings),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn get_settings(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -238,6 +361,21 @@ async fn get_settings(
 }
 
 /// `PATCH /api/conversations/settings`: takes effect on the next request (cache dropped).
+#[utoipa::path(
+    patch,
+    path = "/api/conversations/settings",
+    tag = "operator",
+    request_body(content = api::SettingsPatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated settings", body = api::Settings),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn patch_settings(
     req: HttpRequest,
     payload: web::Payload,
@@ -256,6 +394,18 @@ async fn patch_settings(
 }
 
 /// `POST /api/conversations/settings/rotate_public_token`: the old token stops working at once.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/settings/rotate_public_token",
+    tag = "operator",
+    responses(
+        (status = 200, description = "The new token", body = api::PublicTokenRotated),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn rotate_public_token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -268,6 +418,18 @@ async fn rotate_public_token(
 }
 
 /// `POST /api/conversations/settings/rotate_identity_secret`.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/settings/rotate_identity_secret",
+    tag = "operator",
+    responses(
+        (status = 200, description = "The new secret", body = api::IdentitySecretRotated),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn rotate_identity_secret(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -281,6 +443,21 @@ async fn rotate_identity_secret(
 
 /// `GET /api/conversations/suspicious?hours=24`: visitors and IPs at or above the team's
 /// flag threshold, with scores, reasons and tickets.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/suspicious",
+    tag = "operator",
+    params(
+        ("hours" = Option<i64>, Query, description = "Look-back, default 24, clamped to 1..720")
+    ),
+    responses(
+        (status = 200, description = "Flagged visitors and IPs", body = api::Suspicious),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn suspicious(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -298,6 +475,18 @@ async fn suspicious(
 }
 
 /// `GET /api/conversations/blocks`: the team's active blocks.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/blocks",
+    tag = "operator",
+    responses(
+        (status = 200, description = "Active blocks", body = api::Blocks),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn list_blocks(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -309,6 +498,20 @@ async fn list_blocks(
 
 /// `POST /api/conversations/blocks` `{ip | distinct_id, reason, expires_at?}`: takes effect on
 /// this node at once and on every node within 2 s.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/blocks",
+    tag = "operator",
+    request_body(content = api::BlockRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The block", body = api::Block),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn create_block(
     req: HttpRequest,
     payload: web::Payload,
@@ -360,6 +563,22 @@ async fn create_block(
 }
 
 /// `DELETE /api/conversations/blocks/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/conversations/blocks/{block_id}",
+    tag = "operator",
+    params(
+        ("block_id" = Uuid, Path, description = "The block")
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("operator_key" = []))
+)]
 async fn delete_block(
     req: HttpRequest,
     path: web::Path<String>,

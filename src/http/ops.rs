@@ -2,17 +2,46 @@
 
 use super::errors::ApiError;
 use super::extract::require_admin;
-use super::AppState;
+use super::openapi as api;
+use super::{AppState, Endpoint};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use std::time::Duration;
 
-/// Registers the ops routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/api/ops/actors", web::get().to(actors))
-        .route("/metrics", web::get().to(metrics));
+/// The ops routes (registered at the root by [`super::routes`]).
+pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
+    (
+        "",
+        vec![
+            Endpoint::new(Method::GET, "/healthz", healthz),
+            Endpoint::new(Method::GET, "/readyz", readyz),
+            Endpoint::new(Method::GET, "/api/ops/actors", actors),
+            Endpoint::new(Method::GET, "/metrics", metrics),
+        ],
+    )
+}
+
+/// The longest any request may take before it is answered `503 unavailable`.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1800);
+
+/// The contract's promise of an answer within 2 s, also when the database hangs rather than
+/// fails (a frozen server, a partition), where no driver timeout fires. Wrapped around each
+/// route (after routing: the request can then be kept for the answer). What runs past the
+/// deadline is dropped; a write it was waiting for may still commit, which a retry with the
+/// same `client_message_id` finds.
+pub async fn deadline(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let http_req = req.request().clone();
+    match tokio::time::timeout(REQUEST_DEADLINE, next.call(req)).await {
+        Ok(res) => Ok(res?.map_into_left_body()),
+        Err(_) => {
+            let res = actix_web::ResponseError::error_response(&ApiError::Unavailable);
+            Ok(actix_web::dev::ServiceResponse::new(http_req, res).map_into_right_body())
+        }
+    }
 }
 
 /// Wraps every request: a tracing span with a fresh request id (so every log line of the
@@ -21,7 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// and the Prometheus counters and latency histogram by route, method and status.
 pub async fn observe_request(
     req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     use tracing::Instrument;
     let started = std::time::Instant::now();
@@ -29,17 +58,39 @@ pub async fn observe_request(
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
     let method = req.method().as_str().to_owned();
+    let draining = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.draining.load(std::sync::atomic::Ordering::Relaxed));
+    if draining {
+        let mut res = actix_web::ResponseError::error_response(&ApiError::Overloaded);
+        res.headers_mut().insert(
+            actix_web::http::header::CONNECTION,
+            actix_web::http::header::HeaderValue::from_static("close"),
+        );
+        return Ok(req.into_response(res).map_into_right_body());
+    }
     let request_id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("request", request_id = %request_id, method = %method);
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let mut res = next
+        .call(req)
+        .instrument(span.clone())
+        .await?
+        .map_into_left_body();
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let elapsed = started.elapsed();
     let status = res.status();
+    // One line per request costs a fifth of a poll's CPU (measured, BENCHMARKS.md): access
+    // lines are debug (`RUST_LOG=debug` shows them), server errors always show.
     span.in_scope(|| {
-        tracing::info!(route = %route, status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1000.0, "request finished")
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if status == actix_web::http::StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(route = %route, status = status.as_u16(), latency_ms, "request failed");
+        } else {
+            tracing::debug!(route = %route, status = status.as_u16(), latency_ms, "request finished");
+        }
     });
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id.to_string()) {
         res.headers_mut().insert(
@@ -59,6 +110,14 @@ pub async fn observe_request(
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)
+    )
+)]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let m = &state.metrics;
     m.set_actor("rate_limiter", &state.limiters.stats());
@@ -73,11 +132,28 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "The process is up", body = api::Health)
+    )
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// The database answers within a second.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "The database answers", body = api::Health),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    )
+)]
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
@@ -86,11 +162,28 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 /// Counters of every actor kind (admin token).
+#[utoipa::path(
+    get,
+    path = "/api/ops/actors",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Counters of every actor kind", body = api::Actors),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let pool = state.store.pool().status();
     Ok(HttpResponse::Ok().json(json!({
         "rate_limiters": state.limiters.stats(),
+        "rate_limiter_keys_per_team": state
+            .limiters
+            .keys_per_team()
+            .into_iter()
+            .take(100)
+            .map(|(team, keys)| json!({"team_id": team, "keys": keys}))
+            .collect::<Vec<_>>(),
         "ticket_actors": state.tickets.stats(),
         "suspicion_detector": state.suspicion.stats(),
         "database_pool": {"size": pool.size, "max_size": pool.max_size, "available": pool.available, "waiting": pool.waiting},

@@ -4,6 +4,7 @@
 
 use super::errors::ApiError;
 use super::extract::{self, json_object, req_str};
+use super::openapi as api;
 use super::widget::admit;
 use super::widget_v1::team;
 use super::AppState;
@@ -40,6 +41,21 @@ fn restore_link(request_url: &str, token: &str) -> String {
 }
 
 /// `POST /api/conversations/v1/widget/restore/request` `{email, request_url}`.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/v1/widget/restore/request",
+    tag = "widget_v1",
+    request_body(content = api::RestoreRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Always `{\"ok\": true}` (reveals nothing)", body = api::RestoreRequested),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 pub async fn request(
     req: HttpRequest,
@@ -100,6 +116,21 @@ pub async fn request(
 }
 
 /// `POST /api/conversations/v1/widget/restore` `{restore_token, widget_session_id}`.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/v1/widget/restore",
+    tag = "widget_v1",
+    request_body(content = api::RedeemRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The outcome", body = api::Redeemed),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 pub async fn redeem(
     req: HttpRequest,

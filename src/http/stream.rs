@@ -9,6 +9,7 @@
 
 use super::errors::ApiError;
 use super::extract::{self, widget_team_or};
+use super::openapi as api;
 use super::widget::{admit, read_check, visitor_param, WidgetMessage};
 use super::AppState;
 use actix_web::web::Bytes;
@@ -25,6 +26,29 @@ use std::time::Duration;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// `GET /api/conversations/widget/stream/{ticket_id}?distinct_id=…&token=…[&after=…]`.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/widget/stream/{ticket_id}",
+    tag = "widget",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket"),
+        ("distinct_id" = String, Query, description = "The visitor"),
+        ("identity_hash" = Option<String>, Query, description = "hex(HMAC-SHA256(identity_secret, distinct_id)), as the team requires"),
+        ("token" = Option<String>, Query, description = "The widget token, for EventSource clients that cannot send headers"),
+        ("after" = Option<String>, Query, format = DateTime, description = "Only messages strictly after this RFC 3339 timestamp"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (an RFC 3339 timestamp)")
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `status`, `message` (a WidgetMessage), `typing`, `read`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 pub async fn stream(
     req: HttpRequest,

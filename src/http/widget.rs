@@ -4,8 +4,10 @@
 
 use super::errors::ApiError;
 use super::extract::{self, json_object, opt_str, req_str, widget_team};
-use super::AppState;
+use super::openapi as api;
+use super::{AppState, Endpoint};
 use crate::teams::Team;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use colloquy_actors::domain::AuthorType;
@@ -21,17 +23,19 @@ use serde_json::{Map, Value};
 use std::net::IpAddr;
 use uuid::Uuid;
 
-/// Registers the documented widget routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/conversations/widget")
-            .route("/message", web::post().to(post_message))
-            .route("/messages/{ticket_id}", web::get().to(get_messages))
-            .route("/tickets", web::get().to(get_tickets))
-            .route("/messages/{ticket_id}/read", web::post().to(mark_read))
-            .route("/typing", web::post().to(typing))
-            .route("/stream/{ticket_id}", web::get().to(super::stream::stream)),
-    );
+/// The documented widget routes (registered by [`super::routes`]).
+pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
+    (
+        "/api/conversations/widget",
+        vec![
+            Endpoint::new(Method::POST, "/message", post_message),
+            Endpoint::new(Method::GET, "/messages/{ticket_id}", get_messages),
+            Endpoint::new(Method::GET, "/tickets", get_tickets),
+            Endpoint::new(Method::POST, "/messages/{ticket_id}/read", mark_read),
+            Endpoint::new(Method::POST, "/typing", typing),
+            Endpoint::new(Method::GET, "/stream/{ticket_id}", super::stream::stream),
+        ],
+    )
 }
 
 /// A validated POST body.
@@ -46,7 +50,7 @@ struct MessageInput {
 impl MessageInput {
     fn parse(body: &Map<String, Value>) -> Result<Self, ApiError> {
         let distinct_id = DistinctId::parse(req_str(body, "distinct_id")?)?;
-        let message = MessageContent::parse(req_str(body, "message")?, "message")?;
+        let message = MessageContent::parse(extract::req_text(body, "message")?, "message")?;
         let traits = match body.get("traits") {
             None | Some(Value::Null) => None,
             Some(v) => Some(Traits::parse(v)?),
@@ -125,6 +129,24 @@ pub(super) fn read_check(team: &Team, what: &str, distinct_id: &DistinctId) -> R
 }
 
 /// `POST /api/conversations/widget/message`: a message, and a ticket if `ticket_id` is absent.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/widget/message",
+    tag = "widget",
+    request_body(content = api::MessageRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored (and the ticket opened if `ticket_id` was absent)", body = api::MessageCreated),
+        (status = 200, description = "An idempotent replay: the first call's ids", body = api::MessageCreated),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn post_message(
     req: HttpRequest,
@@ -341,6 +363,28 @@ fn visitor_body(team: &Team, body: &Map<String, Value>) -> Result<DistinctId, Ap
 }
 
 /// `GET /api/conversations/widget/messages/{ticket_id}`: the visitor's messages after `after`.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/widget/messages/{ticket_id}",
+    tag = "widget",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket"),
+        ("distinct_id" = String, Query, description = "The visitor"),
+        ("identity_hash" = Option<String>, Query, description = "hex(HMAC-SHA256(identity_secret, distinct_id)), as the team requires"),
+        ("after" = Option<String>, Query, format = DateTime, description = "Only messages strictly after this RFC 3339 timestamp"),
+        ("limit" = Option<i64>, Query, description = "Default 100, clamped to 1..500")
+    ),
+    responses(
+        (status = 200, description = "The visitor's messages after `after`", body = api::MessagesPage),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn get_messages(
     req: HttpRequest,
@@ -399,6 +443,27 @@ struct TicketsPage {
 }
 
 /// `GET /api/conversations/widget/tickets`: the visitor's tickets, newest activity first.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/widget/tickets",
+    tag = "widget",
+    params(
+        ("distinct_id" = String, Query, description = "The visitor"),
+        ("identity_hash" = Option<String>, Query, description = "hex(HMAC-SHA256(identity_secret, distinct_id)), as the team requires"),
+        ("status" = Option<api::TicketStatus>, Query, description = "Only this status"),
+        ("limit" = Option<i64>, Query, description = "Default 10, clamped to 1..50"),
+        ("offset" = Option<i64>, Query, description = "Default 0")
+    ),
+    responses(
+        (status = 200, description = "The visitor's tickets, newest activity first", body = api::WidgetTickets),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn get_tickets(
     req: HttpRequest,
@@ -455,6 +520,26 @@ async fn get_tickets(
 
 /// `POST /api/conversations/widget/messages/{ticket_id}/read`: the visitor has read the
 /// operators' replies; their unread count drops to 0 and operators' streams are told.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/widget/messages/{ticket_id}/read",
+    tag = "widget",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket")
+    ),
+    request_body(content = api::VisitorRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Marked read", body = api::ReadMarked),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn mark_read(
     req: HttpRequest,
@@ -490,6 +575,23 @@ async fn mark_read(
 }
 
 /// `POST /api/conversations/widget/typing` `{distinct_id, ticket_id}`: tells operators' streams.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/widget/typing",
+    tag = "widget",
+    request_body(content = api::TypingRequest, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Operators' streams were told"),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
+        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn typing(
     req: HttpRequest,

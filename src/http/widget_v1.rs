@@ -8,10 +8,12 @@
 //! core calls as the documented surface's.
 
 use super::errors::ApiError;
-use super::extract::{self, check_origin, json_object, opt_str, req_str, widget_team_unchecked};
+use super::extract::{self, check_origin, json_object, opt_str, widget_team_unchecked};
+use super::openapi as api;
 use super::widget::admit;
-use super::AppState;
+use super::{AppState, Endpoint};
 use crate::teams::Team;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use colloquy_actors::domain::{
     format_offset, parse_timestamp, AuthorType, DistinctId, Limit, MessageContent, TicketStatus,
@@ -26,17 +28,20 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Registers the posthog-js routes (no trailing slashes, as the SDK calls them).
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/conversations/v1/widget")
-            .route("/message", web::post().to(post_message))
-            .route("/messages/{ticket_id}", web::get().to(get_messages))
-            .route("/messages/{ticket_id}/read", web::post().to(mark_read))
-            .route("/tickets", web::get().to(get_tickets))
-            .route("/restore/request", web::post().to(super::restore::request))
-            .route("/restore", web::post().to(super::restore::redeem)),
-    );
+/// The posthog-js routes (no trailing slashes, as the SDK calls them; registered by
+/// [`super::routes`]).
+pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
+    (
+        "/api/conversations/v1/widget",
+        vec![
+            Endpoint::new(Method::POST, "/message", post_message),
+            Endpoint::new(Method::GET, "/messages/{ticket_id}", get_messages),
+            Endpoint::new(Method::POST, "/messages/{ticket_id}/read", mark_read),
+            Endpoint::new(Method::GET, "/tickets", get_tickets),
+            Endpoint::new(Method::POST, "/restore/request", super::restore::request),
+            Endpoint::new(Method::POST, "/restore", super::restore::redeem),
+        ],
+    )
 }
 
 /// The team, with this surface's rule: a missing or unknown token is a 403.
@@ -141,8 +146,9 @@ fn lenient_traits(v: Option<&Value>) -> Option<Traits> {
         .filter(|(k, v)| {
             !k.is_empty()
                 && k.chars().count() <= 200
+                && !k.contains('\0')
                 && match v {
-                    Value::String(s) => s.chars().count() <= 500,
+                    Value::String(s) => s.chars().count() <= 500 && !s.contains('\0'),
                     Value::Number(_) | Value::Bool(_) => true,
                     _ => false,
                 }
@@ -162,6 +168,22 @@ fn truthy(v: Option<&Value>) -> bool {
 }
 
 /// `POST /api/conversations/v1/widget/message`.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/v1/widget/message",
+    tag = "widget_v1",
+    request_body(content = api::V1MessageRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored", body = api::V1MessageCreated),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn post_message(
     req: HttpRequest,
@@ -187,7 +209,7 @@ async fn post_message(
         opt_str(&body, "identity_distinct_id")?,
         opt_str(&body, "identity_hash")?,
     )?;
-    let message = MessageContent::parse(req_str(&body, "message")?, "message")?;
+    let message = MessageContent::parse(extract::req_text(&body, "message")?, "message")?;
     let linked = opt_str(&body, "distinct_id")?
         .map(str::trim)
         .filter(|d| !d.is_empty());
@@ -317,6 +339,28 @@ fn v1_message(m: &StoredMessage) -> Value {
 }
 
 /// `GET /api/conversations/v1/widget/messages/{ticket_id}`.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/v1/widget/messages/{ticket_id}",
+    tag = "widget_v1",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket"),
+        ("widget_session_id" = Option<Uuid>, Query, description = "The widget session (or the identity parameters)"),
+        ("identity_distinct_id" = Option<String>, Query, description = "With identity verification: the verified person"),
+        ("identity_hash" = Option<String>, Query, description = "hex(HMAC-SHA256(identity_secret, distinct_id)), as the team requires"),
+        ("after" = Option<String>, Query, format = DateTime, description = "Only messages strictly after this RFC 3339 timestamp"),
+        ("limit" = Option<i64>, Query, description = "Default 500, clamped to 1..500")
+    ),
+    responses(
+        (status = 200, description = "The ticket's public messages", body = api::V1MessagesPage),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn get_messages(
     req: HttpRequest,
@@ -356,6 +400,25 @@ async fn get_messages(
 }
 
 /// `POST /api/conversations/v1/widget/messages/{ticket_id}/read`.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/v1/widget/messages/{ticket_id}/read",
+    tag = "widget_v1",
+    params(
+        ("ticket_id" = Uuid, Path, description = "The ticket")
+    ),
+    request_body(content = api::V1ReadRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Marked read", body = api::ReadMarked),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn mark_read(
     req: HttpRequest,
@@ -388,6 +451,27 @@ async fn mark_read(
 }
 
 /// `GET /api/conversations/v1/widget/tickets`.
+#[utoipa::path(
+    get,
+    path = "/api/conversations/v1/widget/tickets",
+    tag = "widget_v1",
+    params(
+        ("widget_session_id" = Option<Uuid>, Query, description = "The widget session (or the identity parameters)"),
+        ("identity_distinct_id" = Option<String>, Query, description = "With identity verification: the verified person"),
+        ("identity_hash" = Option<String>, Query, description = "hex(HMAC-SHA256(identity_secret, distinct_id)), as the team requires"),
+        ("status" = Option<api::TicketStatus>, Query, description = "Only this status"),
+        ("limit" = Option<i64>, Query, description = "Default 100, clamped to 1..500"),
+        ("offset" = Option<i64>, Query, description = "Default 0")
+    ),
+    responses(
+        (status = 200, description = "The session's tickets, newest first", body = api::V1Tickets),
+        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
+        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
+        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+    ),
+    security(("widget_token" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id))]
 async fn get_tickets(
     req: HttpRequest,

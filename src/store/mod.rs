@@ -29,7 +29,7 @@ mod embedded {
 }
 
 /// How long a request waits for a pooled connection before answering 503.
-const POOL_WAIT: Duration = Duration::from_millis(1000);
+const POOL_WAIT: Duration = Duration::from_millis(700);
 /// How long opening a new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -95,9 +95,15 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| {
-            tracing::warn!(error = %e, "no database connection");
-            StoreError::Unavailable(e.to_string())
+        self.pool.get().await.map_err(|e| match e {
+            // Every connection is busy: shed load; the database itself may be fine.
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                StoreError::Busy
+            }
+            e => {
+                tracing::warn!(error = %e, "no database connection");
+                StoreError::Unavailable(e.to_string())
+            }
         })
     }
 

@@ -480,3 +480,48 @@ async fn a_content_length_understating_a_huge_body_never_lets_it_through() {
     );
     assert_eq!(app.stored().await, (0, 0), "nothing was stored");
 }
+
+/// PostgreSQL text cannot hold NUL: every field that is stored or queried refuses it with a
+/// 400 naming the field (message bodies have it removed instead), never a 500.
+#[actix_web::test]
+async fn a_nul_character_anywhere_is_a_400_never_a_500() {
+    let app = spawn_app().await;
+    let team = app.create_unlimited_team().await;
+    let ticket = app
+        .open_ticket(&team.token, "nul-visitor@example.com", "hi")
+        .await;
+    let base = &app.address;
+    let c = &app.client;
+    let widget = |r: reqwest::RequestBuilder| r.header("X-Conversations-Token", &team.token);
+    let op = |r: reqwest::RequestBuilder| r.bearer_auth(&team.secret);
+    let requests: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("trait value", widget(c.post(format!("{base}/api/conversations/widget/message")))
+            .json(&json!({"distinct_id": "nul-visitor@example.com", "message": "x", "traits": {"name": "a\u{0}b"}}))),
+        ("trait key", widget(c.post(format!("{base}/api/conversations/widget/message")))
+            .json(&json!({"distinct_id": "nul-visitor@example.com", "message": "x", "ticket_id": ticket, "traits": {"a\u{0}": 1}}))),
+        ("v1 distinct_id", widget(c.post(format!("{base}/api/conversations/v1/widget/message")))
+            .json(&json!({"widget_session_id": uuid::Uuid::now_v7(), "message": "x", "distinct_id": "a\u{0}b"}))),
+        ("inbox filter", op(c.get(format!("{base}/api/conversations/tickets?assignee=a%00")))),
+        ("person path", op(c.delete(format!("{base}/api/conversations/persons/a%00b")))),
+        ("block reason", op(c.post(format!("{base}/api/conversations/blocks")))
+            .json(&json!({"ip": "203.0.113.1", "reason": "a\u{0}b"}))),
+        ("assignee", op(c.patch(format!("{base}/api/conversations/tickets/{ticket}")))
+            .json(&json!({"assignee": "a\u{0}b"}))),
+        ("recipients", op(c.patch(format!("{base}/api/conversations/settings")))
+            .json(&json!({"notification_recipients": ["a\u{0}@x.test"]}))),
+        ("team name", c.post(format!("{base}/api/teams")).bearer_auth(crate::helpers::ADMIN_TOKEN)
+            .json(&json!({"name": "a\u{0}b"}))),
+    ];
+    for (what, request) in requests {
+        let res = request.send().await.unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, 400, "{what}: {body}");
+        assert_eq!(body["code"], "validation_error", "{what}: {body}");
+    }
+    // A NUL inside a message is removed, as the contract says, and the message stored.
+    let res = app
+        .post_message(&team.token, &json!({"distinct_id": "nul-visitor@example.com", "ticket_id": ticket, "message": "a\u{0}b"}))
+        .await;
+    assert_eq!(res.status(), 201);
+}

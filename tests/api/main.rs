@@ -8,6 +8,7 @@ mod helpers;
 mod idempotency;
 mod identity;
 mod isolation;
+mod openapi;
 mod operator;
 mod ordering;
 mod rate_limits;

@@ -20,6 +20,12 @@ impl Traits {
             ));
         }
         for (key, v) in map {
+            if key.contains('\0') || matches!(v, Value::String(s) if s.contains('\0')) {
+                return Err(ValidationError::new(
+                    FIELD,
+                    "traits must not contain NUL characters",
+                ));
+            }
             let n = key.chars().count();
             if n == 0 || n > 200 {
                 return Err(ValidationError::new(
@@ -87,6 +93,11 @@ mod tests {
         assert!(Traits::parse(&json!([1])).is_err());
         assert!(Traits::parse(&json!("x")).is_err());
         assert!(Traits::parse(&json!({"": 1})).is_err());
+        assert!(
+            Traits::parse(&json!({"name": "a\u{0}b"})).is_err(),
+            "PostgreSQL cannot store NUL"
+        );
+        assert!(Traits::parse(&json!({"a\u{0}": 1})).is_err());
         assert!(Traits::parse(&json!({"a": "x".repeat(501)})).is_err());
         let many: Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!(i))).collect();
         assert!(Traits::parse(&Value::Object(many)).is_err());

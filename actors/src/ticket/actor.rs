@@ -297,7 +297,7 @@ impl TicketActor {
                         self.evict(ctx);
                     }
                     StoreError::Internal(_) => ctx.stop(), // restarted by the Supervisor
-                    StoreError::Unavailable(_) => {}
+                    StoreError::Unavailable(_) | StoreError::Busy => {}
                 }
             }
         }

@@ -37,6 +37,7 @@ impl From<crate::store::StoreError> for TicketError {
         use crate::store::StoreError as S;
         match e {
             S::NotFound => TicketError::NotFound,
+            S::Busy => TicketError::Overloaded,
             S::Unavailable(m) => TicketError::Unavailable(m),
             S::Internal(m) => TicketError::Internal(m),
         }

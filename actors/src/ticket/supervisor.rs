@@ -47,8 +47,8 @@ impl Default for TicketConfig {
             max_pending: 512,
             max_batch: 128,
             idle_after: Duration::from_secs(300),
-            write_timeout: Duration::from_millis(1500),
-            request_timeout: Duration::from_millis(1900),
+            write_timeout: Duration::from_millis(1200),
+            request_timeout: Duration::from_millis(1600),
             recent_capacity: 8,
         }
     }
