@@ -197,7 +197,7 @@ start_server() {
     local url="$1" port="$2" logf="$3" deadline
     ADMIN_TOKEN_VALUE="${ADMIN_TOKEN_VALUE:-$(rand_hex 24)}"
     DATABASE_URL="$url" BIND="127.0.0.1:$port" ADMIN_TOKEN="$ADMIN_TOKEN_VALUE" LOG_FORMAT=text \
-        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$BIN" serve >>"$logf" 2>&1 &
+        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$BIN" serve >>"$logf" 2>&1 8>&- &  # 8: the cluster lock, not for the server to keep
     SERVER_PID=$!
     deadline=$((SECONDS + 30))
     if [[ "$port" == 0 ]]; then port=""; fi
