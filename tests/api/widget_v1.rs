@@ -671,3 +671,46 @@ async fn restore_links_are_delivered_over_smtp() {
         .get(0);
     assert!(sent.is_some(), "the outbox row is marked sent");
 }
+
+#[actix_web::test]
+async fn another_teams_token_never_reaches_a_ticket_even_with_its_session() {
+    let app = spawn_app().await;
+    let (a, b) = (app.create_team().await, app.create_team().await);
+    let session = Uuid::now_v7();
+    let sent = first_message(&app, &b, session, "team b's secret").await;
+    let ticket = sent["ticket_id"].as_str().unwrap();
+
+    // Team A's token with team B's ticket and even the right session: never found.
+    let res = messages(&app, &a, ticket, &format!("widget_session_id={session}")).await;
+    assert_error(res, 404, "not_found").await;
+    let res = send(
+        &app,
+        &a,
+        json!({"widget_session_id": session, "ticket_id": ticket, "message": "hi"}),
+    )
+    .await;
+    assert_error(res, 404, "not_found").await;
+    let res = app
+        .client
+        .post(url(&app, &format!("/messages/{ticket}/read")))
+        .header("X-Conversations-Token", &a.token)
+        .json(&json!({"widget_session_id": session}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "not_found").await;
+    let list: Value = app
+        .client
+        .get(format!(
+            "{}?widget_session_id={session}",
+            url(&app, "/tickets")
+        ))
+        .header("X-Conversations-Token", &a.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["count"], 0, "team A lists nothing of team B");
+}
