@@ -1,0 +1,299 @@
+//! The ticket actors against an in-memory store: group commit, ordering, eviction and
+//! access checks, without a database (the PostgreSQL store is tested through the API tests).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use colloquy_actors::domain::{
+    assign_created_at, AuthorType, DistinctId, TicketStatus, Traits, VisitorKey,
+};
+use colloquy_actors::store::{
+    AppendOutcome, AppendResult, MessagePage, NewBlock, NewMessage, NewTicket, Opened, Store,
+    StoreError, StoredMessage, SuspicionFlag, TicketState,
+};
+use colloquy_actors::ticket::{TicketConfig, TicketError, Tickets};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Keeps tickets and messages in memory; each append "transaction" takes `delay`, and the
+/// batch sizes are recorded so tests can see group commit.
+#[derive(Default)]
+struct MemoryStore {
+    tickets: Mutex<Vec<(TicketState, Vec<StoredMessage>)>>,
+    batches: Mutex<Vec<usize>>,
+    delay: Duration,
+}
+
+fn stored(m: &NewMessage, at: DateTime<Utc>) -> StoredMessage {
+    StoredMessage {
+        id: m.id,
+        content: m.content.clone(),
+        rich_content: None,
+        author_type: m.author_type,
+        author_name: None,
+        is_private: m.is_private,
+        created_at: at,
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn load_ticket(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<Option<TicketState>, StoreError> {
+        let t = self.tickets.lock().unwrap();
+        Ok(t.iter()
+            .find(|(s, _)| s.id == ticket_id && s.team_id == team_id)
+            .map(|(s, _)| s.clone()))
+    }
+
+    async fn open_ticket(&self, t: NewTicket) -> Result<Opened, StoreError> {
+        let at = assign_created_at(Utc::now(), None, 1)[0];
+        let state = TicketState {
+            id: t.id,
+            team_id: t.team_id,
+            owner: t.owner,
+            linked_distinct_id: None,
+            status: TicketStatus::New,
+            last_created_at: Some(at),
+            unread_customer: 0,
+            version: 0,
+        };
+        let message = stored(&t.first, at);
+        self.tickets
+            .lock()
+            .unwrap()
+            .push((state.clone(), vec![message.clone()]));
+        Ok(Opened::Created {
+            ticket: state,
+            message,
+        })
+    }
+
+    async fn append(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        batch: &[NewMessage],
+    ) -> Result<AppendOutcome, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.batches.lock().unwrap().push(batch.len());
+        let mut all = self.tickets.lock().unwrap();
+        let (state, msgs) = all
+            .iter_mut()
+            .find(|(s, _)| s.id == ticket_id && s.team_id == team_id)
+            .ok_or(StoreError::NotFound)?;
+        let prev = state.last_created_at;
+        let times = assign_created_at(Utc::now(), prev, batch.len());
+        let results: Vec<AppendResult> = batch
+            .iter()
+            .zip(times)
+            .map(|(m, at)| AppendResult::Stored(stored(m, at)))
+            .collect();
+        for r in &results {
+            if let AppendResult::Stored(m) = r {
+                msgs.push(m.clone());
+                state.last_created_at = Some(m.created_at);
+            }
+        }
+        state.version += 1;
+        Ok(AppendOutcome {
+            prev_last_created_at: prev,
+            status: state.status,
+            unread_customer: 0,
+            version: state.version,
+            results,
+        })
+    }
+
+    async fn page_messages(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+        include_private: bool,
+    ) -> Result<MessagePage, StoreError> {
+        let all = self.tickets.lock().unwrap();
+        let Some((_, msgs)) = all
+            .iter()
+            .find(|(s, _)| s.id == ticket_id && s.team_id == team_id)
+        else {
+            return Err(StoreError::NotFound);
+        };
+        let visible: Vec<StoredMessage> = msgs
+            .iter()
+            .filter(|m| {
+                after.is_none_or(|a| m.created_at > a) && (include_private || !m.is_private)
+            })
+            .cloned()
+            .collect();
+        Ok(MessagePage {
+            has_more: visible.len() > limit,
+            messages: visible.into_iter().take(limit).collect(),
+        })
+    }
+
+    async fn record_flags(&self, _: &[SuspicionFlag]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn record_blocks(&self, _: &[NewBlock]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn message(text: &str) -> NewMessage {
+    NewMessage {
+        id: Uuid::now_v7(),
+        content: text.into(),
+        author_type: AuthorType::Customer,
+        author_name: None,
+        is_private: false,
+        distinct_id: None,
+        client_message_id: None,
+        traits: None,
+        reopens: true,
+    }
+}
+
+fn visitor() -> VisitorKey {
+    VisitorKey::DistinctId(DistinctId::parse("ann@example.com").unwrap())
+}
+
+async fn open(tickets: &Tickets, team: Uuid) -> Uuid {
+    let id = Uuid::now_v7();
+    let opened = tickets
+        .open(NewTicket {
+            id,
+            team_id: team,
+            owner: visitor(),
+            linked_distinct_id: None,
+            traits: Traits::default(),
+            first: message("first"),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(opened, Opened::Created { .. }));
+    id
+}
+
+#[actix_rt::test]
+async fn appends_that_queue_during_a_write_are_committed_together_in_order() {
+    let store = Arc::new(MemoryStore {
+        delay: Duration::from_millis(30),
+        ..Default::default()
+    });
+    let tickets = Tickets::start(store.clone(), TicketConfig::default());
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+
+    let sends: Vec<_> = (0..40)
+        .map(|i| {
+            let t = tickets.clone();
+            actix_rt::spawn(async move {
+                t.append(team, ticket, Some(visitor()), message(&format!("m{i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for s in sends {
+        let a = s.await.unwrap().expect("every append is acknowledged");
+        if let AppendResult::Stored(m) = a.result {
+            acked.push(m);
+        }
+    }
+
+    let batches = store.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 40);
+    assert!(
+        batches.len() < 10,
+        "40 concurrent appends took {} transactions: {batches:?}",
+        batches.len()
+    );
+    let page = tickets
+        .read(team, ticket, Some(visitor()), None, 100, false)
+        .await
+        .unwrap();
+    let times: Vec<_> = page.page.messages.iter().map(|m| m.created_at).collect();
+    assert_eq!(times.len(), 41);
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+    assert!(acked
+        .iter()
+        .all(|m| page.page.messages.iter().any(|p| p.id == m.id)));
+}
+
+#[actix_rt::test]
+async fn a_polling_read_at_the_tail_is_answered_from_memory() {
+    let store = Arc::new(MemoryStore::default());
+    let tickets = Tickets::start(store, TicketConfig::default());
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    let a = tickets
+        .append(team, ticket, Some(visitor()), message("second"))
+        .await
+        .unwrap();
+    let AppendResult::Stored(m) = a.result else {
+        panic!("stored")
+    };
+    let page = tickets
+        .read(team, ticket, Some(visitor()), Some(m.created_at), 50, false)
+        .await
+        .unwrap();
+    assert!(page.from_memory && page.page.messages.is_empty());
+}
+
+#[actix_rt::test]
+async fn other_teams_and_visitors_are_refused_by_the_actor() {
+    let store = Arc::new(MemoryStore::default());
+    let tickets = Tickets::start(store, TicketConfig::default());
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    let other = VisitorKey::DistinctId(DistinctId::parse("bob@example.com").unwrap());
+    assert_eq!(
+        tickets
+            .append(Uuid::now_v7(), ticket, Some(visitor()), message("x"))
+            .await
+            .unwrap_err(),
+        TicketError::NotFound
+    );
+    assert_eq!(
+        tickets
+            .append(team, ticket, Some(other), message("x"))
+            .await
+            .unwrap_err(),
+        TicketError::Forbidden
+    );
+    assert_eq!(
+        tickets
+            .append(team, Uuid::now_v7(), Some(visitor()), message("x"))
+            .await
+            .unwrap_err(),
+        TicketError::NotFound,
+        "an unknown id creates no actor and is not found"
+    );
+}
+
+#[actix_rt::test]
+async fn idle_ticket_actors_are_evicted_and_come_back_on_use() {
+    let store = Arc::new(MemoryStore::default());
+    let config = TicketConfig {
+        idle_after: Duration::from_millis(40),
+        ..TicketConfig::default()
+    };
+    let tickets = Tickets::start(store, config);
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    assert!(tickets.is_live(ticket));
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert!(!tickets.is_live(ticket), "evicted after being idle");
+    assert_eq!(tickets.stats().evictions, 1);
+    tickets
+        .append(team, ticket, Some(visitor()), message("back"))
+        .await
+        .expect("a later append reloads it");
+    assert!(tickets.is_live(ticket));
+}
