@@ -51,23 +51,25 @@ pub enum IdentityError {
 impl Team {
     /// Identity verification: `identity_hash` must be hex(HMAC-SHA256(identity_secret,
     /// distinct_id)) when required, and when sent at all under `optional`; `off` ignores it.
-    /// The comparison is constant-time.
+    /// The comparison is constant-time. `Ok(true)`: the hash proved the identity.
     pub fn check_identity(
         &self,
         distinct_id: &str,
         hash: Option<&str>,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<bool, IdentityError> {
         use hmac::{Hmac, Mac};
         let hash = hash.map(str::trim).filter(|h| !h.is_empty());
         match (self.identity_verification.as_str(), hash) {
-            ("off", _) | ("optional", None) => Ok(()),
+            ("off", _) | ("optional", None) => Ok(false),
             (_, None) => Err(IdentityError::Required),
             (_, Some(h)) => {
                 let given = hex::decode(h).map_err(|_| IdentityError::Invalid)?;
                 let mut mac = Hmac::<Sha256>::new_from_slice(self.identity_secret.as_bytes())
                     .map_err(|_| IdentityError::Invalid)?;
                 mac.update(distinct_id.as_bytes());
-                mac.verify_slice(&given).map_err(|_| IdentityError::Invalid)
+                mac.verify_slice(&given)
+                    .map(|()| true)
+                    .map_err(|_| IdentityError::Invalid)
             }
         }
     }
@@ -534,9 +536,9 @@ mod tests {
         mac.update(b"alice@example.com");
         let good = hex::encode(mac.finalize().into_bytes());
         let id = "alice@example.com";
-        assert_eq!(team("off").check_identity(id, Some("nonsense")), Ok(()));
-        assert_eq!(team("optional").check_identity(id, None), Ok(()));
-        assert_eq!(team("optional").check_identity(id, Some(&good)), Ok(()));
+        assert_eq!(team("off").check_identity(id, Some("nonsense")), Ok(false));
+        assert_eq!(team("optional").check_identity(id, None), Ok(false));
+        assert_eq!(team("optional").check_identity(id, Some(&good)), Ok(true));
         assert_eq!(
             team("optional").check_identity(id, Some("00ff")),
             Err(IdentityError::Invalid)
@@ -555,7 +557,7 @@ mod tests {
         );
         assert_eq!(
             team("required").check_identity(id, Some(&good.to_uppercase())),
-            Ok(())
+            Ok(true)
         );
     }
 

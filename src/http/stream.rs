@@ -15,7 +15,7 @@ use super::AppState;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::{format_utc, parse_timestamp, VisitorKey};
+use colloquy_actors::domain::{format_utc, parse_timestamp};
 use colloquy_actors::store::StoredMessage;
 use colloquy_actors::ticket::{Subscription, TicketEvent};
 use serde_json::json;
@@ -58,7 +58,7 @@ pub async fn stream(
     let q = extract::query(&req)?;
     let team = widget_team_or(&req, &state, q.get("token").map(String::as_str)).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
-    let distinct_id = visitor_param(&team, &q)?;
+    let (distinct_id, key) = visitor_param(&team, &q)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let resume = req
         .headers()
@@ -77,7 +77,6 @@ pub async fn stream(
         Some(distinct_id.as_str()),
     )
     .await?;
-    let key = VisitorKey::DistinctId(distinct_id);
     let sub = state
         .tickets
         .subscribe(team.id, ticket_id, Some(key), resume, false)

@@ -161,7 +161,8 @@ async fn post_message(
         return Ok(decoy(&state, &team, &body, ip));
     }
     let input = MessageInput::parse(&body)?;
-    team.check_identity(input.distinct_id.as_str(), opt_str(&body, "identity_hash")?)?;
+    let verified =
+        team.check_identity(input.distinct_id.as_str(), opt_str(&body, "identity_hash")?)?;
 
     if let Some(cmid) = &input.client_message_id {
         let found = state
@@ -203,7 +204,7 @@ async fn post_message(
 
     let features = TextFeatures::of(input.message.as_str());
     let opened_ticket = input.ticket_id.is_none();
-    let key = VisitorKey::DistinctId(input.distinct_id.clone());
+    let key = visitor_key(&input.distinct_id, verified);
     let message = NewMessage {
         id: Uuid::now_v7(),
         content: input.message.into_string(),
@@ -342,24 +343,40 @@ struct MessagesPage {
     unread_count: i32,
 }
 
-/// The visitor of a GET: `distinct_id`, checked against `identity_hash` as the team requires.
+/// The key a documented-surface request presents: a proven identity (which also reaches the
+/// person's posthog-js tickets) when a valid identity hash came, else the bare distinct_id.
+fn visitor_key(id: &DistinctId, verified: bool) -> VisitorKey {
+    if verified {
+        VisitorKey::Verified(id.clone())
+    } else {
+        VisitorKey::DistinctId(id.clone())
+    }
+}
+
+/// The visitor of a GET: `distinct_id`, checked against `identity_hash` as the team requires,
+/// and the key it presents.
 pub(super) fn visitor_param(
     team: &Team,
     q: &std::collections::HashMap<String, String>,
-) -> Result<DistinctId, ApiError> {
+) -> Result<(DistinctId, VisitorKey), ApiError> {
     let raw = q
         .get("distinct_id")
         .ok_or_else(|| ApiError::invalid("distinct_id", "distinct_id is required"))?;
     let id = DistinctId::parse(raw)?;
-    team.check_identity(id.as_str(), q.get("identity_hash").map(String::as_str))?;
-    Ok(id)
+    let verified = team.check_identity(id.as_str(), q.get("identity_hash").map(String::as_str))?;
+    let key = visitor_key(&id, verified);
+    Ok((id, key))
 }
 
 /// The visitor of a small POST (`typing`, `read`): `distinct_id` and `identity_hash`.
-fn visitor_body(team: &Team, body: &Map<String, Value>) -> Result<DistinctId, ApiError> {
+fn visitor_body(
+    team: &Team,
+    body: &Map<String, Value>,
+) -> Result<(DistinctId, VisitorKey), ApiError> {
     let id = DistinctId::parse(req_str(body, "distinct_id")?)?;
-    team.check_identity(id.as_str(), opt_str(body, "identity_hash")?)?;
-    Ok(id)
+    let verified = team.check_identity(id.as_str(), opt_str(body, "identity_hash")?)?;
+    let key = visitor_key(&id, verified);
+    Ok((id, key))
 }
 
 /// `GET /api/conversations/widget/messages/{ticket_id}`: the visitor's messages after `after`.
@@ -394,7 +411,7 @@ async fn get_messages(
     let team = widget_team(&req, &state).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let q = extract::query(&req)?;
-    let distinct_id = visitor_param(&team, &q)?;
+    let (distinct_id, key) = visitor_param(&team, &q)?;
     let after = q
         .get("after")
         .map(|a| parse_timestamp(a, "after"))
@@ -411,7 +428,6 @@ async fn get_messages(
     )
     .await?;
 
-    let key = VisitorKey::DistinctId(distinct_id);
     let page = state
         .tickets
         .read(team.id, ticket_id, Some(key), after, limit as usize, false)
@@ -472,7 +488,7 @@ async fn get_tickets(
     let team = widget_team(&req, &state).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let q = extract::query(&req)?;
-    let distinct_id = visitor_param(&team, &q)?;
+    let (distinct_id, key) = visitor_param(&team, &q)?;
     let status = q
         .get("status")
         .filter(|s| !s.is_empty())
@@ -492,13 +508,7 @@ async fn get_tickets(
 
     let listing = state
         .store
-        .visitor_tickets(
-            team.id,
-            &VisitorKey::DistinctId(distinct_id),
-            status,
-            limit,
-            offset,
-        )
+        .visitor_tickets(team.id, &key, status, limit, offset)
         .await?;
     Ok(HttpResponse::Ok().json(TicketsPage {
         count: listing.count,
@@ -550,7 +560,7 @@ async fn mark_read(
     let team = widget_team(&req, &state).await?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let body = json_object(&req, payload).await?;
-    let distinct_id = visitor_body(&team, &body)?;
+    let (distinct_id, key) = visitor_body(&team, &body)?;
     let ip = extract::peer_ip(&req, &state);
     admit(
         &state,
@@ -560,7 +570,6 @@ async fn mark_read(
         Some(distinct_id.as_str()),
     )
     .await?;
-    let key = VisitorKey::DistinctId(distinct_id);
     state
         .tickets
         .authorize(team.id, ticket_id, Some(key))
@@ -600,7 +609,7 @@ async fn typing(
 ) -> Result<HttpResponse, ApiError> {
     let team = widget_team(&req, &state).await?;
     let body = json_object(&req, payload).await?;
-    let distinct_id = visitor_body(&team, &body)?;
+    let (distinct_id, key) = visitor_body(&team, &body)?;
     let ticket_id = extract::uuid(req_str(&body, "ticket_id")?, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
     admit(
@@ -611,7 +620,6 @@ async fn typing(
         Some(distinct_id.as_str()),
     )
     .await?;
-    let key = VisitorKey::DistinctId(distinct_id);
     state.tickets.typing(team.id, ticket_id, Some(key)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

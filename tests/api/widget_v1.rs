@@ -714,3 +714,65 @@ async fn another_teams_token_never_reaches_a_ticket_even_with_its_session() {
         .unwrap();
     assert_eq!(list["count"], 0, "team A lists nothing of team B");
 }
+
+#[actix_web::test]
+async fn a_verified_identity_reaches_the_persons_tickets_on_both_surfaces() {
+    let app = spawn_app().await;
+    let (team, json) = app
+        .create_team_json(json!({"identity_verification": "optional"}))
+        .await;
+    let secret = json["identity_secret"].as_str().unwrap();
+    let person = "ann.verified@example.com";
+    let hash = crate::helpers::identity_hash(secret, person);
+
+    // A posthog-js ticket, opened with a session and a verified identity.
+    let session = Uuid::now_v7();
+    let res = send(
+        &app,
+        &team,
+        json!({"widget_session_id": session, "message": "from the SDK",
+               "identity_distinct_id": person, "identity_hash": hash}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let ticket = res.json::<Value>().await.unwrap()["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The documented surface with the verified identity sees and lists it…
+    let res = app
+        .get_messages(
+            &team.token,
+            &ticket,
+            &[("distinct_id", person), ("identity_hash", &hash)],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        200,
+        "a verified identity reaches the person's posthog-js ticket"
+    );
+    let list: Value = app
+        .get_tickets(
+            &team.token,
+            &[("distinct_id", person), ("identity_hash", &hash)],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["count"], 1);
+    // …but the bare distinct_id, unverified, does not.
+    let res = app
+        .get_messages(&team.token, &ticket, &[("distinct_id", person)])
+        .await;
+    assert_error(res, 403, "forbidden").await;
+    let list: Value = app
+        .get_tickets(&team.token, &[("distinct_id", person)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["count"], 0);
+}
