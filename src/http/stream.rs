@@ -15,7 +15,8 @@ use super::AppState;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::{format_utc, parse_timestamp};
+use colloquy_actors::domain::{format_utc, parse_timestamp, Limit, VisitorKey};
+use colloquy_actors::rate_limiter::{RateCheck, Tier};
 use colloquy_actors::store::StoredMessage;
 use colloquy_actors::ticket::{Subscription, TicketEvent};
 use serde_json::json;
@@ -25,14 +26,16 @@ use std::time::Duration;
 /// How often an idle stream sends a comment line.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// `GET /api/conversations/widget/stream/{ticket_id}?distinct_id=…&token=…[&after=…]`.
+/// `GET /api/conversations/widget/stream/{ticket_id}?distinct_id=…&token=…[&after=…]`, or
+/// `widget_session_id=…` instead of `distinct_id` for a ticket opened through posthog-js.
 #[utoipa::path(
     get,
     path = "/api/conversations/widget/stream/{ticket_id}",
     tag = "widget",
     params(
         ("ticket_id" = Uuid, Path, description = "The ticket"),
-        ("distinct_id" = String, Query, description = "The visitor"),
+        ("distinct_id" = Option<String>, Query, description = "The visitor (documented-surface tickets)"),
+        ("widget_session_id" = Option<Uuid>, Query, description = "Instead of distinct_id: the widget session a posthog-js ticket was opened with"),
         ("identity_hash" = Option<String>, Query, description = "hex(HMAC-SHA256(identity_secret, distinct_id)), as the team requires"),
         ("token" = Option<String>, Query, description = "The widget token, for EventSource clients that cannot send headers"),
         ("after" = Option<String>, Query, format = DateTime, description = "Only messages strictly after this RFC 3339 timestamp"),
@@ -58,7 +61,32 @@ pub async fn stream(
     let q = extract::query(&req)?;
     let team = widget_team_or(&req, &state, q.get("token").map(String::as_str)).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
-    let (distinct_id, key) = visitor_param(&team, &q)?;
+    let session = q
+        .get("widget_session_id")
+        .filter(|s| !s.is_empty() && !q.contains_key("distinct_id"));
+    let (key, budget, visitor) = match session {
+        Some(raw) => {
+            if team.identity_verification == "required" {
+                return Err(ApiError::IdentityRequired);
+            }
+            let sid = extract::uuid(raw, "widget_session_id")?;
+            let budget = RateCheck {
+                tier: Tier::WidgetSession,
+                key: sid.to_string(),
+                limit: Limit::per_minute(team.rate_limits.widget_session_per_minute),
+            };
+            (
+                VisitorKey::WidgetSession(sid),
+                budget,
+                format!("session:{sid}"),
+            )
+        }
+        None => {
+            let (distinct_id, key) = visitor_param(&team, &q)?;
+            let budget = read_check(&team, "stream", &distinct_id);
+            (key, budget, distinct_id.to_string())
+        }
+    };
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let resume = req
         .headers()
@@ -69,14 +97,7 @@ pub async fn stream(
         .or_else(|| q.get("after").map(|a| parse_timestamp(a, "after")))
         .transpose()?;
     let ip = extract::peer_ip(&req, &state);
-    admit(
-        &state,
-        &team,
-        vec![read_check(&team, "stream", &distinct_id)],
-        ip,
-        Some(distinct_id.as_str()),
-    )
-    .await?;
+    admit(&state, &team, vec![budget], ip, Some(visitor.as_str())).await?;
     let sub = state
         .tickets
         .subscribe(team.id, ticket_id, Some(key), resume, false)

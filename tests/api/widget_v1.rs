@@ -776,3 +776,67 @@ async fn a_verified_identity_reaches_the_persons_tickets_on_both_surfaces() {
         .unwrap();
     assert_eq!(list["count"], 0);
 }
+
+#[actix_web::test]
+async fn a_posthog_js_ticket_streams_to_its_session_only() {
+    use crate::helpers::SseClient;
+    use std::time::Duration;
+    let app = spawn_app().await;
+    let team = app.create_team().await;
+    let session = Uuid::now_v7();
+    let sent = first_message(&app, &team, session, "hello").await;
+    let ticket = sent["ticket_id"].as_str().unwrap().to_owned();
+    let sid = session.to_string();
+
+    let res = app
+        .open_stream(
+            &ticket,
+            &[("widget_session_id", &sid), ("token", &team.token)],
+            &[],
+        )
+        .await;
+    let mut stream = SseClient::new(res);
+    assert_eq!(
+        stream.expect("status", Duration::from_secs(2)).await.json()["ticket_status"],
+        "new"
+    );
+    assert_eq!(
+        stream
+            .expect("message", Duration::from_secs(2))
+            .await
+            .json()["content"],
+        "hello"
+    );
+    assert_eq!(
+        app.operator_post(&team.secret, &ticket, &json!({"content": "hi <you>"}))
+            .await
+            .status(),
+        201
+    );
+    let reply = stream
+        .expect("message", Duration::from_secs(2))
+        .await
+        .json();
+    assert_eq!(
+        reply["content"], "hi &lt;you&gt;",
+        "the stream speaks the documented surface's escaped shape"
+    );
+
+    let other = Uuid::now_v7().to_string();
+    let res = app
+        .open_stream(
+            &ticket,
+            &[("widget_session_id", &other), ("token", &team.token)],
+            &[],
+        )
+        .await;
+    assert_error(res, 403, "forbidden").await;
+    let res = app
+        .open_stream(
+            &ticket,
+            &[("distinct_id", "anon-123"), ("token", &team.token)],
+            &[],
+        )
+        .await;
+    assert_error(res, 403, "forbidden").await;
+}
