@@ -42,7 +42,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (an RFC 3339 timestamp)")
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `status`, `message` (a WidgetMessage), `typing`, `read`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: `status`, `message` (a WidgetMessage), `typing`, `read`", content_type = "text/event-stream"),
         (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
         (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
         (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
