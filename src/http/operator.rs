@@ -168,12 +168,8 @@ async fn patch_ticket(
         .await?
         .ok_or(ApiError::NotFound)?;
     state.tickets.refresh(ticket_id, facts);
-    let found = state.store.ticket_with_messages(team.id, ticket_id).await?;
-    let mut ticket = found.ok_or(ApiError::NotFound)?;
-    if let Some(obj) = ticket.as_object_mut() {
-        obj.remove("messages");
-    }
-    Ok(HttpResponse::Ok().json(ticket))
+    let ticket = state.store.ticket(team.id, ticket_id).await?;
+    Ok(HttpResponse::Ok().json(ticket.ok_or(ApiError::NotFound)?))
 }
 
 /// `POST /api/conversations/tickets/{id}/typing`: tells the visitor's open streams.

@@ -570,13 +570,24 @@ async fn mark_read(
         Some(distinct_id.as_str()),
     )
     .await?;
+    mark_read_by(&state, team.id, ticket_id, key).await
+}
+
+/// Both surfaces' mark-read: the ticket actor checks access, the store clears the visitor's
+/// unread count, and the actor (and through it the open streams) learns the new facts.
+pub(super) async fn mark_read_by(
+    state: &AppState,
+    team_id: Uuid,
+    ticket_id: Uuid,
+    key: VisitorKey,
+) -> Result<HttpResponse, ApiError> {
     state
         .tickets
-        .authorize(team.id, ticket_id, Some(key))
+        .authorize(team_id, ticket_id, Some(key))
         .await?;
     let facts = state
         .store
-        .mark_read_by_visitor(team.id, ticket_id)
+        .mark_read_by_visitor(team_id, ticket_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     state.tickets.refresh(ticket_id, facts);

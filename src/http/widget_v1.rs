@@ -437,17 +437,7 @@ async fn mark_read(
     )?;
     let ip = extract::peer_ip(&req, &state);
     admit_v1(&state, &team, who.session, ip, true).await?;
-    state
-        .tickets
-        .authorize(team.id, ticket_id, Some(who.key))
-        .await?;
-    let facts = state
-        .store
-        .mark_read_by_visitor(team.id, ticket_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    state.tickets.refresh(ticket_id, facts);
-    Ok(HttpResponse::Ok().json(json!({"success": true, "unread_count": 0})))
+    super::widget::mark_read_by(&state, team.id, ticket_id, who.key).await
 }
 
 /// `GET /api/conversations/v1/widget/tickets`.

@@ -91,6 +91,26 @@ impl PgStore {
         Ok((total.get(0), rows.iter().map(ticket_json).collect()))
     }
 
+    /// One ticket, as operators see it (without its messages), or `None`.
+    pub async fn ticket(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<Option<Value>, StoreError> {
+        let client = self.client().await?;
+        let one = client
+            .prepare_cached(&format!(
+                "{TICKET_SELECT} WHERE t.id = $1 AND t.team_id = $2"
+            ))
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_opt(&one, &[&ticket_id, &team_id])
+            .await
+            .map_err(db_error)?;
+        Ok(row.as_ref().map(ticket_json))
+    }
+
     /// One ticket with all its messages, private notes included, or `None`.
     pub async fn ticket_with_messages(
         &self,
