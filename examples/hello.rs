@@ -13,6 +13,10 @@ async fn hello() -> HttpResponse {
         .body(r#"{"ticket_id":"00000000-0000-0000-0000-000000000000","ticket_status":"open","messages":[],"has_more":false}"#)
 }
 
+/// The same allocator as colloquy, so the floor differs from it only in what a request does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:8089".to_owned());
