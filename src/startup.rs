@@ -36,6 +36,7 @@ impl Application {
             .await
             .context("open a first database connection")?;
         let pg = PgStore::new(pool);
+        pg.start_group_commit();
         let port_store: Arc<dyn Store> = Arc::new(pg.clone());
         let state = AppState {
             store: pg.clone(),
@@ -52,6 +53,7 @@ impl Application {
         };
         state.blocks.refresh(&state.store).await;
         state.blocks.keep_fresh(state.store.clone());
+        state.limiters.keep_swept();
         if state.admin_token.is_none() {
             tracing::warn!("ADMIN_TOKEN is not set: the admin API (POST /api/teams) is disabled");
         }

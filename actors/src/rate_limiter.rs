@@ -1,14 +1,13 @@
-//! Admission control: one `RateLimiter` actor per team holding GCRA state (one timestamp per
-//! tier and key), so one tenant's visitors never use up another's budget and no database is
-//! touched to decide. HTTP handlers ask through [`RateLimiters`]; refusals carry the wait.
+//! Admission control: per-team GCRA state (one timestamp per tier and key) behind a short
+//! mutex, so one tenant's visitors never use up another's budget and no database is touched
+//! to decide. HTTP handlers ask through [`RateLimiters`]; refusals carry the wait.
 
 use crate::domain::Limit;
 use crate::stats::{ActorStats, ActorStatsSnapshot};
-use actix::prelude::*;
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -89,131 +88,155 @@ pub fn gcra(tat: Option<Duration>, now: Duration, limit: Limit) -> Result<Durati
     }
 }
 
-/// Checks every budget of a request at once: admitted only if all admit, and then all are
-/// charged; a refused request charges nothing.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), RateRefusal>")]
-pub struct CheckRate {
-    /// The budgets.
-    pub checks: Vec<RateCheck>,
-}
-
 /// The most keys one team's limiter tracks; beyond it new keys are refused until a sweep
 /// frees expired ones, so a flood of spoofed keys cannot grow memory without bound.
 const MAX_KEYS: usize = 200_000;
 
-/// One team's GCRA state.
-pub struct RateLimiter {
-    epoch: Instant,
+/// How often expired keys are forgotten.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// One team's GCRA state: one timestamp per tier and key.
+#[derive(Default)]
+struct TeamState {
     tats: HashMap<(Tier, String), Duration>,
-    stats: Arc<ActorStats>,
-    /// `tats.len()`, published for reporting.
-    keys: Arc<AtomicUsize>,
 }
 
-impl RateLimiter {
-    fn check(&mut self, checks: &[RateCheck], now: Duration) -> Result<(), RateRefusal> {
+impl TeamState {
+    /// Checks every budget of a request at once: admitted only if all admit, and then all
+    /// are charged; a refused request charges nothing.
+    fn check(&mut self, checks: &[RateCheck], now: Duration) -> Result<(), Refusal> {
         let mut admitted = Vec::with_capacity(checks.len());
         for c in checks {
             let key = (c.tier, c.key.clone());
             let tat = self.tats.get(&key).copied();
             if tat.is_none() && self.tats.len() >= MAX_KEYS {
-                self.stats.dropped();
-                return Err(RateRefusal {
+                return Err(Refusal::Full(RateRefusal {
                     tier: c.tier,
                     retry_after: Duration::from_secs(1),
-                });
+                }));
             }
             match gcra(tat, now, c.limit) {
                 Ok(new_tat) => admitted.push((key, new_tat)),
                 Err(wait) => {
-                    return Err(RateRefusal {
+                    return Err(Refusal::Budget(RateRefusal {
                         tier: c.tier,
                         retry_after: wait,
-                    })
+                    }))
                 }
             }
         }
         self.tats.extend(admitted);
-        self.keys.store(self.tats.len(), Relaxed);
         Ok(())
     }
 
-    fn sweep(&mut self) {
-        let now = self.epoch.elapsed();
+    fn sweep(&mut self, now: Duration) {
         self.tats.retain(|_, tat| *tat > now);
-        self.keys.store(self.tats.len(), Relaxed);
     }
 }
 
-impl Actor for RateLimiter {
-    type Context = Context<Self>;
+enum Refusal {
+    Budget(RateRefusal),
+    Full(RateRefusal),
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.stats.started();
-        ctx.set_mailbox_capacity(1024);
-        ctx.run_interval(Duration::from_secs(30), |act, _| act.sweep());
+/// One team's limiter. A short mutex instead of an actor: a check is a few hash lookups,
+/// and a mailbox round trip to another worker thread cost more than the check itself
+/// (two context switches per request; perf on `scripts/bench.sh` poll-tail).
+#[derive(Default)]
+struct TeamLimiter {
+    state: Mutex<TeamState>,
+    /// Keys tracked, published after each change for reporting without the lock.
+    keys: AtomicUsize,
+}
+
+impl TeamLimiter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TeamState> {
+        // Nothing inside the lock can panic half-way through a change; a poisoned lock
+        // still holds consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.stats.stopped();
-    }
 }
 
-impl Handler<CheckRate> for RateLimiter {
-    type Result = Result<(), RateRefusal>;
-
-    fn handle(&mut self, msg: CheckRate, _: &mut Self::Context) -> Self::Result {
-        self.stats.handled();
-        let now = self.epoch.elapsed();
-        self.check(&msg.checks, now)
-    }
-}
-
-/// Why admission could not be decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AdmissionError {
-    /// A budget ran out.
-    #[error(transparent)]
-    Refused(#[from] RateRefusal),
-    /// The team's limiter is swamped: shed load.
-    #[error("rate limiter overloaded")]
-    Overloaded,
-}
-
-/// The per-team limiters; a handle HTTP handlers share.
-#[derive(Clone, Default)]
-pub struct RateLimiters {
-    teams: Arc<DashMap<Uuid, Limiter>>,
-    stats: Arc<ActorStats>,
-}
-
-/// A team's limiter and the number of keys it tracks (published by the actor, so reporting
-/// never has to ask it).
+/// The per-team limiters; a handle HTTP handlers share. Teams are independent (one team's
+/// visitors never use another's budget) and no database is touched to decide.
 #[derive(Clone)]
-struct Limiter {
-    addr: Addr<RateLimiter>,
-    keys: Arc<AtomicUsize>,
+pub struct RateLimiters {
+    teams: Arc<DashMap<Uuid, Arc<TeamLimiter>>>,
+    stats: Arc<ActorStats>,
+    epoch: Instant,
+}
+
+impl Default for RateLimiters {
+    fn default() -> Self {
+        Self {
+            teams: Arc::default(),
+            stats: Arc::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl RateLimiters {
-    /// Checks `checks` against `team_id`'s limiter, starting it on first use.
-    pub async fn check(&self, team_id: Uuid, checks: Vec<RateCheck>) -> Result<(), AdmissionError> {
-        let addr = self.limiter(team_id);
-        match addr
-            .send(CheckRate { checks })
-            .timeout(Duration::from_secs(1))
-            .await
-        {
-            Ok(res) => res.map_err(AdmissionError::from),
-            Err(_) => {
+    /// Checks `checks` against `team_id`'s budgets, creating the team's state on first use.
+    pub fn check(&self, team_id: Uuid, checks: &[RateCheck]) -> Result<(), RateRefusal> {
+        let limiter = self.limiter(team_id);
+        let now = self.epoch.elapsed();
+        let mut state = limiter.lock();
+        let res = state.check(checks, now);
+        limiter.keys.store(state.tats.len(), Relaxed);
+        drop(state);
+        self.stats.handled();
+        match res {
+            Ok(()) => Ok(()),
+            Err(Refusal::Budget(r)) => Err(r),
+            Err(Refusal::Full(r)) => {
                 self.stats.dropped();
-                Err(AdmissionError::Overloaded)
+                Err(r)
             }
         }
     }
 
-    /// How many teams have a live limiter, and their counters.
+    /// Forgets keys whose budget is whole again, and teams with none left.
+    pub fn sweep(&self) {
+        let now = self.epoch.elapsed();
+        let limiters: Vec<(Uuid, Arc<TeamLimiter>)> = self
+            .teams
+            .iter()
+            .map(|e| (*e.key(), Arc::clone(e.value())))
+            .collect();
+        for (team_id, limiter) in limiters {
+            let mut state = limiter.lock();
+            state.sweep(now);
+            limiter.keys.store(state.tats.len(), Relaxed);
+            let empty = state.tats.is_empty();
+            drop(state);
+            // A check racing this removal charges the old state, which is then dropped:
+            // that request gets its budget back, never less than its limit.
+            if empty
+                && self
+                    .teams
+                    .remove_if(&team_id, |_, l| Arc::ptr_eq(l, &limiter))
+                    .is_some()
+            {
+                self.stats.stopped();
+            }
+        }
+    }
+
+    /// Sweeps every [`SWEEP_EVERY`] on the current actix/tokio runtime.
+    pub fn keep_swept(&self) {
+        let me = self.clone();
+        actix::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                me.sweep();
+            }
+        });
+    }
+
+    /// How many teams have limiter state, and their counters.
     pub fn stats(&self) -> ActorStatsSnapshot {
         self.stats.snapshot()
     }
@@ -229,30 +252,15 @@ impl RateLimiters {
         all
     }
 
-    fn limiter(&self, team_id: Uuid) -> Addr<RateLimiter> {
-        if let Some(l) = self.teams.get(&team_id).map(|a| a.value().clone()) {
-            if l.addr.connected() {
-                return l.addr;
-            }
+    fn limiter(&self, team_id: Uuid) -> Arc<TeamLimiter> {
+        if let Some(l) = self.teams.get(&team_id) {
+            return Arc::clone(l.value());
         }
-        // Starting an actor is synchronous: no await happens while the entry is held.
-        let mut entry = self.teams.entry(team_id).or_insert_with(|| self.start());
-        if !entry.addr.connected() {
-            *entry = self.start();
-        }
-        entry.value().addr.clone()
-    }
-
-    fn start(&self) -> Limiter {
-        let keys = Arc::new(AtomicUsize::new(0));
-        let addr = RateLimiter {
-            epoch: Instant::now(),
-            tats: HashMap::new(),
-            stats: Arc::clone(&self.stats),
-            keys: Arc::clone(&keys),
-        }
-        .start();
-        Limiter { addr, keys }
+        let entry = self.teams.entry(team_id).or_insert_with(|| {
+            self.stats.started();
+            Arc::default()
+        });
+        Arc::clone(entry.value())
     }
 }
 
@@ -299,13 +307,7 @@ mod tests {
 
     #[test]
     fn a_refused_request_charges_no_tier() {
-        let stats = Arc::new(ActorStats::default());
-        let mut rl = RateLimiter {
-            epoch: Instant::now(),
-            tats: HashMap::new(),
-            stats,
-            keys: Arc::default(),
-        };
+        let mut rl = TeamState::default();
         let c = |tier, n| RateCheck {
             tier,
             key: "k".into(),
@@ -313,7 +315,9 @@ mod tests {
         };
         let checks = [c(Tier::MessageIp, 100), c(Tier::MessageDistinctId, 1)];
         assert!(rl.check(&checks, Duration::ZERO).is_ok());
-        let refused = rl.check(&checks, Duration::ZERO).unwrap_err();
+        let Err(Refusal::Budget(refused)) = rl.check(&checks, Duration::ZERO) else {
+            panic!("the second request must be refused by a budget");
+        };
         assert_eq!(refused.tier, Tier::MessageDistinctId);
         let ip_tat = rl.tats[&(Tier::MessageIp, "k".to_string())];
         assert_eq!(
@@ -323,36 +327,60 @@ mod tests {
         );
     }
 
-    #[actix_rt::test]
-    async fn limiters_are_per_team_and_exact_under_concurrency() {
+    #[test]
+    fn limiters_are_per_team_and_exact_across_threads() {
         let limiters = RateLimiters::default();
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let checks = || {
-            vec![RateCheck {
-                tier: Tier::MessageTeam,
-                key: String::new(),
-                limit: Limit::per_hour(50),
-            }]
-        };
-        let tries: Vec<_> = (0..80)
-            .map(|_| {
-                let l = limiters.clone();
-                actix_rt::spawn(async move { l.check(a, checks()).await })
-            })
-            .collect();
-        let mut ok = 0;
-        for t in tries {
-            if matches!(t.await, Ok(Ok(()))) {
-                ok += 1;
+        let checks = [RateCheck {
+            tier: Tier::MessageTeam,
+            key: String::new(),
+            limit: Limit::per_hour(50),
+        }];
+        let admitted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        if limiters.check(a, &checks).is_ok() {
+                            admitted.fetch_add(1, Relaxed);
+                        }
+                    }
+                });
             }
-        }
+        });
         assert_eq!(
-            ok, 50,
-            "exactly the burst is admitted, however the requests interleave"
+            admitted.load(Relaxed),
+            50,
+            "exactly the burst is admitted, however the threads interleave"
         );
         assert!(
-            limiters.check(b, checks()).await.is_ok(),
+            limiters.check(b, &checks).is_ok(),
             "team b has its own budget"
+        );
+    }
+
+    #[test]
+    fn a_sweep_forgets_whole_budgets_and_empty_teams() {
+        let limiters = RateLimiters::default();
+        let team = Uuid::now_v7();
+        let checks = [RateCheck {
+            tier: Tier::ReadDistinctId,
+            key: "v".into(),
+            limit: Limit {
+                count: 1,
+                period: Duration::from_millis(1),
+            },
+        }];
+        assert!(limiters.check(team, &checks).is_ok());
+        assert_eq!(limiters.keys_per_team(), vec![(team, 1)]);
+        assert_eq!(limiters.stats().alive, 1);
+        std::thread::sleep(Duration::from_millis(5));
+        limiters.sweep();
+        assert_eq!(limiters.keys_per_team(), vec![]);
+        assert_eq!(limiters.stats().alive, 0);
+        assert!(
+            limiters.check(team, &checks).is_ok(),
+            "a fresh budget after the sweep"
         );
     }
 }

@@ -5,7 +5,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use colloquy_actors::domain::ValidationError;
-use colloquy_actors::rate_limiter::AdmissionError;
+use colloquy_actors::rate_limiter::RateRefusal;
 use colloquy_actors::store::StoreError;
 use colloquy_actors::ticket::TicketError;
 use serde_json::json;
@@ -172,12 +172,9 @@ impl From<TicketError> for ApiError {
     }
 }
 
-impl From<AdmissionError> for ApiError {
-    fn from(e: AdmissionError) -> Self {
-        match e {
-            AdmissionError::Refused(r) => ApiError::RateLimited(r.retry_after),
-            AdmissionError::Overloaded => ApiError::Overloaded,
-        }
+impl From<RateRefusal> for ApiError {
+    fn from(r: RateRefusal) -> Self {
+        ApiError::RateLimited(r.retry_after)
     }
 }
 

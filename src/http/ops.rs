@@ -69,8 +69,10 @@ pub async fn observe_request(
         );
         return Ok(req.into_response(res).map_into_right_body());
     }
-    let request_id = uuid::Uuid::new_v4();
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method);
+    // Formatted once, for the span and the header.
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
+    let span = tracing::info_span!("request", request_id, method = %method);
     let mut res = next
         .call(req)
         .instrument(span.clone())
@@ -92,7 +94,7 @@ pub async fn observe_request(
             tracing::debug!(route = %route, status = status.as_u16(), latency_ms, "request finished");
         }
     });
-    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id.to_string()) {
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(request_id) {
         res.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("x-request-id"),
             v,

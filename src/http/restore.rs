@@ -92,7 +92,7 @@ pub async fn request(
             limit: Limit::per_hour(l.restore_email_per_hour),
         },
     ];
-    admit(&state, &team, checks, ip, None).await?;
+    admit(&state, &team, checks, ip, None)?;
     let token: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(40)
@@ -147,7 +147,7 @@ pub async fn redeem(
         key: ip.to_string(),
         limit: Limit::per_minute(team.rate_limits.restore_ip_per_minute),
     }];
-    admit(&state, &team, checks, ip, None).await?;
+    admit(&state, &team, checks, ip, None)?;
     if token.is_empty() || token.len() > 200 {
         return Ok(HttpResponse::Ok().json(json!({"status": "invalid"})));
     }

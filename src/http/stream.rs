@@ -97,7 +97,7 @@ pub async fn stream(
         .or_else(|| q.get("after").map(|a| parse_timestamp(a, "after")))
         .transpose()?;
     let ip = extract::peer_ip(&req, &state);
-    admit(&state, &team, vec![budget], ip, Some(visitor.as_str())).await?;
+    admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
     let sub = state
         .tickets
         .subscribe(team.id, ticket_id, Some(key), resume, false)

@@ -91,7 +91,7 @@ struct MessageCreated {
 
 /// Admission of a widget request: the block list first, then the rate budgets. A refusal by
 /// a budget is counted and reported to the suspicion detector.
-pub(super) async fn admit(
+pub(super) fn admit(
     state: &AppState,
     team: &Team,
     checks: Vec<RateCheck>,
@@ -101,22 +101,20 @@ pub(super) async fn admit(
     if state.blocks.is_blocked(team.id, ip, visitor) {
         return Err(ApiError::Blocked);
     }
-    state.limiters.check(team.id, checks).await.map_err(|e| {
-        if let colloquy_actors::rate_limiter::AdmissionError::Refused(r) = &e {
-            state
-                .metrics
-                .rate_limited
-                .with_label_values(&[r.tier.as_str()])
-                .inc();
-            state.suspicion.observe(Observation::RateLimited {
-                team_id: team.id,
-                tier: r.tier,
-                visitor: visitor.map(str::to_owned),
-                ip,
-                settings: team.suspicion,
-            });
-        }
-        ApiError::from(e)
+    state.limiters.check(team.id, &checks).map_err(|r| {
+        state
+            .metrics
+            .rate_limited
+            .with_label_values(&[r.tier.as_str()])
+            .inc();
+        state.suspicion.observe(Observation::RateLimited {
+            team_id: team.id,
+            tier: r.tier,
+            visitor: visitor.map(str::to_owned),
+            ip,
+            settings: team.suspicion,
+        });
+        ApiError::from(r)
     })
 }
 
@@ -176,8 +174,7 @@ async fn post_message(
                 vec![read_check(&team, "messages", &input.distinct_id)],
                 ip,
                 Some(input.distinct_id.as_str()),
-            )
-            .await?;
+            )?;
             return replayed(&state, &team, replay).await;
         }
     }
@@ -200,7 +197,7 @@ async fn post_message(
             limit: Limit::per_hour(limits.message_team_per_hour),
         },
     ];
-    admit(&state, &team, checks, ip, Some(input.distinct_id.as_str())).await?;
+    admit(&state, &team, checks, ip, Some(input.distinct_id.as_str()))?;
 
     let features = TextFeatures::of(input.message.as_str());
     let opened_ticket = input.ticket_id.is_none();
@@ -425,8 +422,7 @@ async fn get_messages(
         vec![read_check(&team, "messages", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
-    )
-    .await?;
+    )?;
 
     let page = state
         .tickets
@@ -503,8 +499,7 @@ async fn get_tickets(
         vec![read_check(&team, "tickets", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
-    )
-    .await?;
+    )?;
 
     let listing = state
         .store
@@ -568,8 +563,7 @@ async fn mark_read(
         vec![read_check(&team, "read", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
-    )
-    .await?;
+    )?;
     mark_read_by(&state, team.id, ticket_id, key).await
 }
 
@@ -629,8 +623,7 @@ async fn typing(
         vec![read_check(&team, "typing", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
-    )
-    .await?;
+    )?;
     state.tickets.typing(team.id, ticket_id, Some(key)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -106,7 +106,7 @@ fn access(
 }
 
 /// This surface's budgets: per session (or IP) per minute, and the team's reads or writes.
-async fn admit_v1(
+fn admit_v1(
     state: &AppState,
     team: &Team,
     session: Option<Uuid>,
@@ -132,7 +132,7 @@ async fn admit_v1(
         },
     ];
     let visitor = session.map(|s| format!("session:{s}"));
-    admit(state, team, checks, ip, visitor.as_deref()).await
+    admit(state, team, checks, ip, visitor.as_deref())
 }
 
 /// Traits as the SDK sends them (`{name, email}`, often nulls): scalars kept, the rest
@@ -235,7 +235,7 @@ async fn post_message(
         }
     }
     let traits = lenient_traits(body.get("traits"));
-    admit_v1(&state, &team, who.session, ip, true).await?;
+    admit_v1(&state, &team, who.session, ip, true)?;
 
     let features = TextFeatures::of(message.as_str());
     let opened_ticket = ticket_id.is_none();
@@ -378,7 +378,7 @@ async fn get_messages(
     let limit = extract::clamped(&q, "limit", 500, 1, 500)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    admit_v1(&state, &team, who.session, ip, false).await?;
+    admit_v1(&state, &team, who.session, ip, false)?;
     let page = state
         .tickets
         .read(
@@ -436,7 +436,7 @@ async fn mark_read(
         opt_str(&body, "identity_hash")?,
     )?;
     let ip = extract::peer_ip(&req, &state);
-    admit_v1(&state, &team, who.session, ip, true).await?;
+    admit_v1(&state, &team, who.session, ip, true)?;
     super::widget::mark_read_by(&state, team.id, ticket_id, who.key).await
 }
 
@@ -478,7 +478,7 @@ async fn get_tickets(
     let limit = extract::clamped(&q, "limit", 100, 1, 500)?;
     let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
     let ip = extract::peer_ip(&req, &state);
-    admit_v1(&state, &team, who.session, ip, false).await?;
+    admit_v1(&state, &team, who.session, ip, false)?;
     let listing = state
         .store
         .visitor_tickets(team.id, &who.key, status, limit, offset)

@@ -5,7 +5,7 @@ use super::{db_error, PgStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use colloquy_actors::domain::{
-    assign_created_at, AuthorType, DistinctId, TicketStatus, Traits, VisitorKey,
+    assign_created_at, AuthorType, DistinctId, TicketStatus, VisitorKey,
 };
 use colloquy_actors::store::{
     AppendOutcome, AppendResult, MessagePage, NewBlock, NewMessage, NewTicket, Opened, Replay,
@@ -18,12 +18,12 @@ use uuid::Uuid;
 const INSERT_MESSAGES: &str = "
     INSERT INTO messages (id, team_id, ticket_id, content, author_type, author_name, is_private,
                           distinct_id, client_message_id, created_at)
-    SELECT u.id, $1, $2, u.content, u.author_type, u.author_name, u.is_private,
+    SELECT u.id, u.team_id, u.ticket_id, u.content, u.author_type, u.author_name, u.is_private,
            u.distinct_id, u.client_message_id, u.created_at
-    FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[],
-                $9::text[], $10::timestamptz[])
-         AS u(id, content, author_type, author_name, is_private, distinct_id,
-              client_message_id, created_at)
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                $7::bool[], $8::text[], $9::text[], $10::timestamptz[])
+         AS u(team_id, ticket_id, id, content, author_type, author_name, is_private,
+              distinct_id, client_message_id, created_at)
     ON CONFLICT (team_id, distinct_id, client_message_id) WHERE client_message_id IS NOT NULL
     DO NOTHING
     RETURNING id";
@@ -34,7 +34,9 @@ const FIND_REPLAY: &str = "
 
 /// Column arrays for one multi-row INSERT of messages.
 #[derive(Default)]
-struct Rows {
+pub(super) struct Rows {
+    team_ids: Vec<Uuid>,
+    ticket_ids: Vec<Uuid>,
     ids: Vec<Uuid>,
     contents: Vec<String>,
     author_types: Vec<&'static str>,
@@ -46,7 +48,15 @@ struct Rows {
 }
 
 impl Rows {
-    fn push(&mut self, m: &NewMessage, author_name: Option<String>, at: DateTime<Utc>) {
+    pub(super) fn push(
+        &mut self,
+        (team_id, ticket_id): (Uuid, Uuid),
+        m: &NewMessage,
+        author_name: Option<String>,
+        at: DateTime<Utc>,
+    ) {
+        self.team_ids.push(team_id);
+        self.ticket_ids.push(ticket_id);
         self.ids.push(m.id);
         self.contents.push(m.content.clone());
         self.author_types.push(m.author_type.as_str());
@@ -57,19 +67,18 @@ impl Rows {
         self.created.push(at);
     }
 
-    async fn insert(
+    /// Inserts every row; returns the ids written (an idempotency key used before skips its row).
+    pub(super) async fn insert(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        team_id: Uuid,
-        ticket_id: Uuid,
     ) -> Result<Vec<Uuid>, StoreError> {
         let stmt = tx.prepare_cached(INSERT_MESSAGES).await.map_err(db_error)?;
         let rows = tx
             .query(
                 &stmt,
                 &[
-                    &team_id,
-                    &ticket_id,
+                    &self.team_ids,
+                    &self.ticket_ids,
                     &self.ids,
                     &self.contents,
                     &self.author_types,
@@ -86,7 +95,11 @@ impl Rows {
     }
 }
 
-fn stored(m: &NewMessage, author_name: Option<String>, created_at: DateTime<Utc>) -> StoredMessage {
+pub(super) fn stored(
+    m: &NewMessage,
+    author_name: Option<String>,
+    created_at: DateTime<Utc>,
+) -> StoredMessage {
     StoredMessage {
         id: m.id,
         content: m.content.clone(),
@@ -113,7 +126,7 @@ fn message_from_row(r: &Row) -> StoredMessage {
 }
 
 /// A customer message without a name of its own is labelled with the visitor's `name` trait.
-fn author_name_for(m: &NewMessage, ticket_name: Option<&str>) -> Option<String> {
+pub(super) fn author_name_for(m: &NewMessage, ticket_name: Option<&str>) -> Option<String> {
     match (&m.author_name, m.author_type) {
         (Some(n), _) => Some(n.clone()),
         (None, AuthorType::Customer) => ticket_name.map(str::to_owned),
@@ -143,7 +156,7 @@ impl PgStore {
     }
 }
 
-async fn replay_in(
+pub(super) async fn replay_in(
     tx: &deadpool_postgres::Transaction<'_>,
     team_id: Uuid,
     m: &NewMessage,
@@ -263,8 +276,8 @@ impl Store for PgStore {
         .map_err(db_error)?;
         let author_name = author_name_for(first, t.traits.get_str("name"));
         let mut rows = Rows::default();
-        rows.push(first, author_name.clone(), created_at);
-        if rows.insert(&tx, t.team_id, t.id).await?.is_empty() {
+        rows.push((t.team_id, t.id), first, author_name.clone(), created_at);
+        if rows.insert(&tx).await?.is_empty() {
             // The idempotency key was used before: undo the ticket, answer with the first write.
             let replay = replay_in(&tx, t.team_id, first).await?;
             tx.rollback().await.map_err(db_error)?;
@@ -295,114 +308,7 @@ impl Store for PgStore {
         ticket_id: Uuid,
         batch: &[NewMessage],
     ) -> Result<AppendOutcome, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let lock = tx
-            .prepare_cached(
-                "SELECT status, last_created_at, clock_timestamp(), unread_customer_count,
-                        traits->>'name', version
-                 FROM tickets WHERE id = $1 AND team_id = $2 FOR UPDATE",
-            )
-            .await
-            .map_err(db_error)?;
-        let Some(row) = tx
-            .query_opt(&lock, &[&ticket_id, &team_id])
-            .await
-            .map_err(db_error)?
-        else {
-            return Err(StoreError::NotFound);
-        };
-        let status_before = TicketStatus::from_stored(row.get(0));
-        let prev_last: Option<DateTime<Utc>> = row.get(1);
-        let times = assign_created_at(row.get(2), prev_last, batch.len());
-        let mut unread_customer: i32 = row.get(3);
-        let mut name: Option<String> = row.get(4);
-        let mut version: i64 = row.get(5);
-
-        // Names follow the traits as they are merged, message by message.
-        let mut rows = Rows::default();
-        let mut names = Vec::with_capacity(batch.len());
-        for (m, at) in batch.iter().zip(&times) {
-            if let Some(n) = m.traits.as_ref().and_then(|t| t.get_str("name")) {
-                name = Some(n.to_owned());
-            }
-            let author = author_name_for(m, name.as_deref());
-            rows.push(m, author.clone(), *at);
-            names.push(author);
-        }
-        let inserted = rows.insert(&tx, team_id, ticket_id).await?;
-
-        let mut results = Vec::with_capacity(batch.len());
-        let mut traits = Traits::default();
-        let (mut status, mut public, mut unread_team) = (status_before, 0i32, 0i32);
-        let (mut last_public, mut last_at) = (None::<&str>, None::<DateTime<Utc>>);
-        for ((m, at), author) in batch.iter().zip(times).zip(names) {
-            if !inserted.contains(&m.id) {
-                results.push(AppendResult::Replayed(replay_in(&tx, team_id, m).await?));
-                continue;
-            }
-            last_at = Some(at);
-            if m.author_type == AuthorType::Customer {
-                if m.reopens {
-                    status = status.after_customer_message();
-                }
-                unread_team += 1;
-                if let Some(t) = &m.traits {
-                    traits.merge(t);
-                }
-            } else if !m.is_private {
-                unread_customer += 1;
-            }
-            if !m.is_private {
-                public += 1;
-                last_public = Some(&m.content);
-            }
-            results.push(AppendResult::Stored(stored(m, author, at)));
-        }
-        if last_at.is_some() {
-            let update = tx
-                .prepare_cached(
-                    "UPDATE tickets SET status = $3, last_created_at = $4,
-                         message_count = message_count + $5,
-                         last_message = COALESCE($6, last_message),
-                         last_message_at = COALESCE($7, last_message_at),
-                         unread_team_count = unread_team_count + $8,
-                         unread_customer_count = $9,
-                         traits = traits || $10,
-                         version = version + 1
-                     WHERE id = $1 AND team_id = $2
-                     RETURNING version",
-                )
-                .await
-                .map_err(db_error)?;
-            let updated = tx
-                .query_one(
-                    &update,
-                    &[
-                        &ticket_id,
-                        &team_id,
-                        &status.as_str(),
-                        &last_at,
-                        &public,
-                        &last_public,
-                        &last_public_at(&results),
-                        &unread_team,
-                        &unread_customer,
-                        &Json(traits.to_json()),
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-            version = updated.get(0);
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(AppendOutcome {
-            prev_last_created_at: prev_last,
-            status,
-            unread_customer,
-            version,
-            results,
-        })
+        self.group_commit(team_id, ticket_id, batch).await
     }
 
     async fn page_messages(
@@ -478,7 +384,7 @@ impl Store for PgStore {
     }
 }
 
-fn last_public_at(results: &[AppendResult]) -> Option<DateTime<Utc>> {
+pub(super) fn last_public_at(results: &[AppendResult]) -> Option<DateTime<Utc>> {
     results.iter().rev().find_map(|r| match r {
         AppendResult::Stored(m) if !m.is_private => Some(m.created_at),
         _ => None,

@@ -5,6 +5,7 @@
 //! transactions; every query is scoped by `team_id`.
 
 mod blocks;
+mod commit;
 mod messages;
 mod operator;
 mod restore;
@@ -81,12 +82,17 @@ pub fn connect(db: &DatabaseSettings) -> anyhow::Result<Pool> {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// The group committer's queue, once started (see `commit.rs`).
+    commits: commit::Queue,
 }
 
 impl PgStore {
     /// Wraps a pool.
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            commits: commit::Queue::default(),
+        }
     }
 
     /// The pool, for readiness checks and metrics.

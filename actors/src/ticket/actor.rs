@@ -1,12 +1,14 @@
 //! One actor per live ticket. It owns the ticket's append order: appends queue here, and
 //! whatever queues up while a transaction is in flight is committed together in the next
 //! one (group commit), each append still answered on its own. It also keeps the recent
-//! messages, so polling at the tail needs no query.
+//! messages and publishes them with the ticket's facts in a [`super::view`], so polling at
+//! the tail needs no query and no round trip to the actor.
 //!
 //! Sent by [`super::Tickets`] (HTTP handlers) and, at shutdown, by the
 //! [`super::TicketSupervisor`]. It removes itself from the registry when it goes idle.
 
-use super::supervisor::Shared;
+use super::supervisor::{Live, Shared};
+use super::view::{self, View, ViewCell};
 use super::{Recent, TicketError};
 use crate::domain::{TicketStatus, VisitorKey};
 use crate::store::{
@@ -41,22 +43,6 @@ pub struct Appended {
     pub status: TicketStatus,
     /// The visitor's unread count after the batch.
     pub unread_customer: i32,
-}
-
-/// Reads the ticket's messages strictly after `after`, after checking the request may.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<TicketPage, TicketError>")]
-pub struct ReadMessages {
-    /// The requesting team.
-    pub team_id: Uuid,
-    /// The widget key presented, or `None` for an operator.
-    pub visitor: Option<VisitorKey>,
-    /// Cursor: only messages created strictly after it.
-    pub after: Option<DateTime<Utc>>,
-    /// At most this many.
-    pub limit: usize,
-    /// Operators see private notes; widgets never do.
-    pub include_private: bool,
 }
 
 /// A page of messages plus the ticket facts a widget shows with them.
@@ -99,16 +85,6 @@ pub enum TicketEvent {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Refresh(pub TicketFacts);
-
-/// Checks that a request may use the ticket (team, then owner key).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), TicketError>")]
-pub struct Authorize {
-    /// The requesting team.
-    pub team_id: Uuid,
-    /// The visitor's key, or `None` for an operator.
-    pub visitor: Option<VisitorKey>,
-}
 
 /// The ticket was deleted: stop and never come back.
 #[derive(Debug, Message)]
@@ -178,12 +154,19 @@ pub struct TicketActor {
     drained: Vec<oneshot::Sender<()>>,
     subscribers: Vec<Subscriber>,
     gone: bool,
+    view: Arc<ViewCell>,
     shared: Arc<Shared>,
 }
 
 impl TicketActor {
     /// An actor for a loaded ticket; `recent` is what is already known of its messages.
-    pub(super) fn new(state: TicketState, recent: Recent, shared: Arc<Shared>) -> Self {
+    /// `view` is where it publishes what reads need (see [`super::view`]).
+    pub(super) fn new(
+        state: TicketState,
+        recent: Recent,
+        view: Arc<ViewCell>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             state,
             recent,
@@ -194,25 +177,25 @@ impl TicketActor {
             drained: Vec::new(),
             subscribers: Vec::new(),
             gone: false,
+            view,
             shared,
         }
     }
 
+    /// Makes the current state what readers see. Called after every change, and before
+    /// answering the writes that made it, so a visitor reads their own message.
+    fn publish(&self) {
+        self.view.publish(View::of(&self.state, &self.recent));
+    }
+
     fn check_access(&self, team_id: Uuid, visitor: Option<&VisitorKey>) -> Result<(), TicketError> {
-        if team_id != self.state.team_id {
-            return Err(TicketError::NotFound);
-        }
-        match visitor {
-            Some(key)
-                if !self
-                    .state
-                    .owner
-                    .admits(self.state.linked_distinct_id.as_deref(), key) =>
-            {
-                Err(TicketError::Forbidden)
-            }
-            _ => Ok(()),
-        }
+        view::check_access(
+            self.state.team_id,
+            &self.state.owner,
+            self.state.linked_distinct_id.as_deref(),
+            team_id,
+            visitor,
+        )
     }
 
     /// Starts the next transaction if none is in flight: the group commit.
@@ -275,6 +258,7 @@ impl TicketActor {
                     self.broadcast(&TicketEvent::Message(m.clone()));
                 }
                 self.recent.extend(outcome.prev_last_created_at, stored);
+                self.publish();
                 for (reply, result) in replies.into_iter().zip(outcome.results) {
                     let _ = reply.send(Ok(Appended {
                         result,
@@ -287,6 +271,7 @@ impl TicketActor {
                 self.shared.stats.error();
                 // The commit may or may not have happened: forget what we think we know.
                 self.recent.invalidate();
+                self.publish();
                 let err = TicketError::from(e.clone());
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
@@ -353,11 +338,14 @@ impl TicketActor {
         let me = ctx.address();
         self.shared
             .registry
-            .remove_if(&self.state.id, |_, addr| *addr == me);
+            .remove_if(&self.state.id, |_, live| live.addr == me);
         ctx.stop();
     }
 
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.view.take_read() {
+            self.last_used = Instant::now();
+        }
         self.subscribers.retain(|s| !s.tx.is_closed());
         let idle = self.last_used.elapsed() >= self.shared.config.idle_after
             && self.subscribers.is_empty();
@@ -396,15 +384,20 @@ impl Supervised for TicketActor {
         self.shared.stats.restarted();
         self.in_flight = false;
         self.recent.invalidate();
+        self.publish();
         self.last_used = Instant::now();
         if self.gone {
             return;
         }
         // Heal the registry if an eviction raced a request that still held our address.
+        let view = Arc::clone(&self.view);
         self.shared
             .registry
             .entry(self.state.id)
-            .or_insert_with(|| ctx.address());
+            .or_insert_with(|| Live {
+                addr: ctx.address(),
+                view,
+            });
     }
 }
 
@@ -434,48 +427,6 @@ impl Handler<Append> for TicketActor {
     }
 }
 
-impl Handler<ReadMessages> for TicketActor {
-    type Result = ResponseFuture<Result<TicketPage, TicketError>>;
-
-    fn handle(&mut self, msg: ReadMessages, _ctx: &mut Self::Context) -> Self::Result {
-        self.last_used = Instant::now();
-        self.shared.stats.handled();
-        if let Err(e) = self.check_access(msg.team_id, msg.visitor.as_ref()) {
-            return Box::pin(async move { Err(e) });
-        }
-        let (status, unread_customer) = (self.state.status, self.state.unread_customer);
-        if let Some(page) = self.recent.page(msg.after, msg.limit, msg.include_private) {
-            return Box::pin(async move {
-                Ok(TicketPage {
-                    status,
-                    unread_customer,
-                    page,
-                    from_memory: true,
-                })
-            });
-        }
-        let store = Arc::clone(&self.shared.store);
-        let (team_id, ticket_id) = (self.state.team_id, self.state.id);
-        Box::pin(async move {
-            let page = store
-                .page_messages(
-                    team_id,
-                    ticket_id,
-                    msg.after,
-                    msg.limit,
-                    msg.include_private,
-                )
-                .await?;
-            Ok(TicketPage {
-                status,
-                unread_customer,
-                page,
-                from_memory: false,
-            })
-        })
-    }
-}
-
 impl Handler<Drain> for TicketActor {
     type Result = ResponseFuture<()>;
 
@@ -496,6 +447,7 @@ impl Handler<Refresh> for TicketActor {
     fn handle(&mut self, msg: Refresh, _: &mut Self::Context) {
         self.shared.stats.handled();
         self.apply(msg.0);
+        self.publish();
     }
 }
 
@@ -506,6 +458,7 @@ impl Handler<Evict> for TicketActor {
         self.gone = true;
         self.subscribers.clear();
         self.recent.invalidate();
+        self.publish();
         self.evict(ctx);
     }
 }
@@ -566,14 +519,5 @@ impl Handler<Subscribe> for TicketActor {
                 events,
             })
         })
-    }
-}
-
-impl Handler<Authorize> for TicketActor {
-    type Result = Result<(), TicketError>;
-
-    fn handle(&mut self, msg: Authorize, _: &mut Self::Context) -> Self::Result {
-        self.shared.stats.handled();
-        self.check_access(msg.team_id, msg.visitor.as_ref())
     }
 }

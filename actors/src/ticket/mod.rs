@@ -4,10 +4,11 @@
 mod actor;
 mod recent;
 mod supervisor;
+mod view;
 
 pub use actor::{
-    Append, Appended, Authorize, Drain, Evict, ReadMessages, Refresh, Subscribe, Subscription,
-    TicketActor, TicketEvent, TicketPage, Typing,
+    Append, Appended, Drain, Evict, Refresh, Subscribe, Subscription, TicketActor, TicketEvent,
+    TicketPage, Typing,
 };
 pub use recent::Recent;
 pub use supervisor::{TicketConfig, TicketSupervisor, Tickets};

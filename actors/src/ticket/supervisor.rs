@@ -6,9 +6,10 @@
 //! the registry and drains every ticket at shutdown.
 
 use super::actor::{
-    Append, Appended, Authorize, Drain, Evict, ReadMessages, Refresh, Subscribe, Subscription,
-    TicketActor, TicketPage, Typing,
+    Append, Appended, Drain, Evict, Refresh, Subscribe, Subscription, TicketActor, TicketPage,
+    Typing,
 };
+use super::view::{View, ViewCell};
 use super::{Recent, TicketError};
 use crate::domain::VisitorKey;
 use crate::stats::{ActorStats, ActorStatsSnapshot};
@@ -57,9 +58,16 @@ impl Default for TicketConfig {
 /// What every ticket actor and the handle share.
 pub(super) struct Shared {
     pub(super) store: Arc<dyn Store>,
-    pub(super) registry: DashMap<Uuid, Addr<TicketActor>>,
+    pub(super) registry: DashMap<Uuid, Live>,
     pub(super) stats: ActorStats,
     pub(super) config: TicketConfig,
+}
+
+/// A live ticket: its actor, and the view it publishes for reads.
+#[derive(Clone)]
+pub(super) struct Live {
+    pub(super) addr: Addr<TicketActor>,
+    pub(super) view: Arc<ViewCell>,
 }
 
 /// The handle to every ticket: open, append, read, drain. Cheap to clone.
@@ -95,7 +103,7 @@ impl Tickets {
         self.shared
             .registry
             .get(&ticket_id)
-            .is_some_and(|a| a.connected())
+            .is_some_and(|l| l.addr.connected())
     }
 
     /// Opens a ticket with its first message; the new ticket's actor starts with that
@@ -119,7 +127,7 @@ impl Tickets {
         visitor: Option<VisitorKey>,
         message: NewMessage,
     ) -> Result<Appended, TicketError> {
-        let addr = self.actor(team_id, ticket_id).await?;
+        let addr = self.actor(team_id, ticket_id).await?.addr;
         let msg = Append {
             team_id,
             visitor,
@@ -128,7 +136,9 @@ impl Tickets {
         self.ask(addr, msg).await?
     }
 
-    /// Reads messages strictly after `after` through the ticket's actor.
+    /// Reads messages strictly after `after`: from the view the ticket's actor published
+    /// when its recent window reaches back that far (the common poll: nothing new), else
+    /// with one query. Neither waits for the actor's mailbox.
     pub async fn read(
         &self,
         team_id: Uuid,
@@ -138,15 +148,26 @@ impl Tickets {
         limit: usize,
         include_private: bool,
     ) -> Result<TicketPage, TicketError> {
-        let addr = self.actor(team_id, ticket_id).await?;
-        let msg = ReadMessages {
-            team_id,
-            visitor,
-            after,
-            limit,
-            include_private,
-        };
-        self.ask(addr, msg).await?
+        let view = self.view(team_id, ticket_id, visitor.as_ref()).await?;
+        let (status, unread_customer) = (view.status, view.unread_customer);
+        if let Some(page) = view.recent.page(after, limit, include_private) {
+            return Ok(TicketPage {
+                status,
+                unread_customer,
+                page,
+                from_memory: true,
+            });
+        }
+        let store = Arc::clone(&self.shared.store);
+        let page = self
+            .bounded(store.page_messages(team_id, ticket_id, after, limit, include_private))
+            .await??;
+        Ok(TicketPage {
+            status,
+            unread_customer,
+            page,
+            from_memory: false,
+        })
     }
 
     /// Opens a live subscription to a ticket's events (SSE).
@@ -158,7 +179,7 @@ impl Tickets {
         after: Option<DateTime<Utc>>,
         include_private: bool,
     ) -> Result<Subscription, TicketError> {
-        let addr = self.actor(team_id, ticket_id).await?;
+        let addr = self.actor(team_id, ticket_id).await?.addr;
         let msg = Subscribe {
             team_id,
             visitor,
@@ -176,8 +197,8 @@ impl Tickets {
         ticket_id: Uuid,
         visitor: Option<VisitorKey>,
     ) -> Result<(), TicketError> {
-        let addr = self.actor(team_id, ticket_id).await?;
-        self.ask(addr, Authorize { team_id, visitor }).await?
+        self.view(team_id, ticket_id, visitor.as_ref()).await?;
+        Ok(())
     }
 
     /// Tells a ticket's subscribers someone is typing.
@@ -187,14 +208,14 @@ impl Tickets {
         ticket_id: Uuid,
         visitor: Option<VisitorKey>,
     ) -> Result<(), TicketError> {
-        let addr = self.actor(team_id, ticket_id).await?;
+        let addr = self.actor(team_id, ticket_id).await?.addr;
         self.ask(addr, Typing { team_id, visitor }).await?
     }
 
     /// Hands newer facts (after a change made outside the actor) to the live actor, if any.
     pub fn refresh(&self, ticket_id: Uuid, facts: TicketFacts) {
-        if let Some(addr) = self.live(ticket_id) {
-            if addr.try_send(Refresh(facts)).is_err() {
+        if let Some(live) = self.live(ticket_id) {
+            if live.addr.try_send(Refresh(facts)).is_err() {
                 self.shared.stats.dropped();
             }
         }
@@ -202,20 +223,34 @@ impl Tickets {
 
     /// Stops a deleted ticket's actor so nothing of it stays in memory.
     pub async fn evict(&self, ticket_id: Uuid) {
-        if let Some(addr) = self.live(ticket_id) {
-            let _ = addr
+        if let Some(live) = self.live(ticket_id) {
+            let _ = live
+                .addr
                 .send(Evict)
                 .timeout(self.shared.config.request_timeout)
                 .await;
         }
     }
 
-    fn live(&self, ticket_id: Uuid) -> Option<Addr<TicketActor>> {
+    fn live(&self, ticket_id: Uuid) -> Option<Live> {
         self.shared
             .registry
             .get(&ticket_id)
-            .map(|a| a.value().clone())
-            .filter(Addr::connected)
+            .map(|l| l.value().clone())
+            .filter(|l| l.addr.connected())
+    }
+
+    /// The ticket's published view, after checking the request may use the ticket.
+    async fn view(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<&VisitorKey>,
+    ) -> Result<Arc<View>, TicketError> {
+        let view = self.actor(team_id, ticket_id).await?.view.load();
+        self.shared.stats.handled();
+        view.check_access(team_id, visitor)?;
+        Ok(view)
     }
 
     /// Lets every ticket actor commit what it has queued; new appends are refused.
@@ -256,13 +291,9 @@ impl Tickets {
     }
 
     /// The live actor of a ticket, spawning it after loading the ticket if there is none.
-    async fn actor(
-        &self,
-        team_id: Uuid,
-        ticket_id: Uuid,
-    ) -> Result<Addr<TicketActor>, TicketError> {
-        if let Some(addr) = self.live(ticket_id) {
-            return Ok(addr);
+    async fn actor(&self, team_id: Uuid, ticket_id: Uuid) -> Result<Live, TicketError> {
+        if let Some(live) = self.live(ticket_id) {
+            return Ok(live);
         }
         let store = Arc::clone(&self.shared.store);
         let state = self
@@ -273,18 +304,23 @@ impl Tickets {
         Ok(self.spawn(state, recent))
     }
 
-    fn spawn(&self, state: crate::store::TicketState, recent: Recent) -> Addr<TicketActor> {
+    fn spawn(&self, state: crate::store::TicketState, recent: Recent) -> Live {
         let id = state.id;
         let shared = Arc::clone(&self.shared);
-        let start =
-            move || actix::Supervisor::start(move |_| TicketActor::new(state, recent, shared));
+        let start = move || {
+            let view = Arc::new(ViewCell::new(View::of(&state, &recent)));
+            let cell = Arc::clone(&view);
+            let addr =
+                actix::Supervisor::start(move |_| TicketActor::new(state, recent, cell, shared));
+            Live { addr, view }
+        };
         // Starting an actor is synchronous: no await happens while the entry is held.
         match self.shared.registry.entry(id) {
-            Entry::Occupied(e) if e.get().connected() => e.get().clone(),
+            Entry::Occupied(e) if e.get().addr.connected() => e.get().clone(),
             Entry::Occupied(mut e) => {
-                let addr = start();
-                e.insert(addr.clone());
-                addr
+                let live = start();
+                e.insert(live.clone());
+                live
             }
             Entry::Vacant(v) => v.insert(start()).clone(),
         }
@@ -307,7 +343,7 @@ impl Actor for TicketSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16);
         ctx.run_interval(Duration::from_secs(30), |act, _| {
-            act.shared.registry.retain(|_, addr| addr.connected());
+            act.shared.registry.retain(|_, live| live.addr.connected());
         });
     }
 }
@@ -320,7 +356,7 @@ impl Handler<DrainAll> for TicketSupervisor {
             .shared
             .registry
             .iter()
-            .map(|e| e.value().clone())
+            .map(|e| e.value().addr.clone())
             .collect();
         Box::pin(async move {
             let drains = addrs.into_iter().map(|a| async move {

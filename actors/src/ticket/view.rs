@@ -1,0 +1,103 @@
+//! What a read needs of a live ticket, published by its actor after every change. Polls are
+//! answered from it without a mailbox round trip: the actor stays the only writer, readers
+//! take the latest snapshot with one atomic load. A round trip to an actor that lives on the
+//! other worker thread cost two context switches per poll, more than the answer itself
+//! (perf on `scripts/bench.sh` poll-tail).
+
+use super::{Recent, TicketError};
+use crate::domain::{TicketStatus, VisitorKey};
+use crate::store::TicketState;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// One published state of a ticket: who may read it, its facts and its recent messages.
+#[derive(Debug)]
+pub(super) struct View {
+    pub(super) team_id: Uuid,
+    owner: VisitorKey,
+    linked_distinct_id: Option<String>,
+    pub(super) status: TicketStatus,
+    pub(super) unread_customer: i32,
+    pub(super) recent: Recent,
+}
+
+impl View {
+    /// A snapshot of the actor's state.
+    pub(super) fn of(state: &TicketState, recent: &Recent) -> Self {
+        Self {
+            team_id: state.team_id,
+            owner: state.owner.clone(),
+            linked_distinct_id: state.linked_distinct_id.clone(),
+            status: state.status,
+            unread_customer: state.unread_customer,
+            recent: recent.clone(),
+        }
+    }
+
+    /// Another team's ticket is "not found"; another visitor's is "forbidden".
+    pub(super) fn check_access(
+        &self,
+        team_id: Uuid,
+        visitor: Option<&VisitorKey>,
+    ) -> Result<(), TicketError> {
+        check_access(
+            self.team_id,
+            &self.owner,
+            self.linked_distinct_id.as_deref(),
+            team_id,
+            visitor,
+        )
+    }
+}
+
+/// The access rule, shared by the actor and its published view.
+pub(super) fn check_access(
+    ticket_team: Uuid,
+    owner: &VisitorKey,
+    linked_distinct_id: Option<&str>,
+    team_id: Uuid,
+    visitor: Option<&VisitorKey>,
+) -> Result<(), TicketError> {
+    if team_id != ticket_team {
+        return Err(TicketError::NotFound);
+    }
+    match visitor {
+        Some(key) if !owner.admits(linked_distinct_id, key) => Err(TicketError::Forbidden),
+        _ => Ok(()),
+    }
+}
+
+/// Where the actor publishes its [`View`], and where readers leave word that they came (so
+/// an actor read only through its view does not count as idle).
+#[derive(Debug)]
+pub(super) struct ViewCell {
+    current: ArcSwap<View>,
+    read: AtomicBool,
+}
+
+impl ViewCell {
+    pub(super) fn new(view: View) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(view),
+            read: AtomicBool::new(false),
+        }
+    }
+
+    /// The latest snapshot, marking the ticket as in use.
+    pub(super) fn load(&self) -> Arc<View> {
+        self.read.store(true, Relaxed);
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot; only the ticket's actor calls this.
+    pub(super) fn publish(&self, view: View) {
+        self.current.store(Arc::new(view));
+    }
+
+    /// Whether anyone read the view since the last call.
+    pub(super) fn take_read(&self) -> bool {
+        self.read.swap(false, Relaxed)
+    }
+}

@@ -1,0 +1,341 @@
+//! Group commit across tickets. Each ticket actor already commits what queued up on its own
+//! ticket together; with thousands of tickets, though, two writes rarely meet on one ticket,
+//! and every POST paid a transaction and a WAL flush of its own. Here the appends of many
+//! tickets share one transaction: one lock query for all their rows, one INSERT of all the
+//! messages, one UPDATE of all the tickets, one COMMIT (one flush), then every ticket actor
+//! gets its own outcome. A ticket's order is unchanged: its actor sends one batch at a time,
+//! and a transaction never carries two batches of one ticket.
+
+use super::messages::{author_name_for, last_public_at, replay_in, stored, Rows};
+use super::{db_error, PgStore};
+use chrono::{DateTime, Utc};
+use colloquy_actors::domain::{assign_created_at, AuthorType, TicketStatus, Traits};
+use colloquy_actors::store::{AppendOutcome, AppendResult, NewMessage, StoreError};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+/// Appends waiting for a transaction; beyond it a POST is shed with 503 (counted in the
+/// HTTP status metrics) rather than queued without bound.
+const QUEUE: usize = 4096;
+/// Transactions in flight at once. While they run, new appends queue and go together in the
+/// next one; more than a few only split the batches (measured with `scripts/bench.sh`).
+const IN_FLIGHT: usize = 2;
+/// Most tickets in one transaction.
+const MAX_TICKETS: usize = 128;
+/// Most messages in one transaction (a ticket's batch is never split).
+const MAX_MESSAGES: usize = 1024;
+
+/// One ticket's batch, waiting for a transaction.
+pub(super) struct Job {
+    team_id: Uuid,
+    ticket_id: Uuid,
+    batch: Vec<NewMessage>,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// Where appends queue for the committer.
+pub(super) type Queue = Arc<std::sync::OnceLock<mpsc::Sender<Job>>>;
+
+impl PgStore {
+    /// Starts the committer on the current actix arbiter: from now on appends of different
+    /// tickets share transactions. Without it (CLI commands, some tests) each append runs
+    /// the same multi-ticket transaction on its own.
+    pub fn start_group_commit(&self) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        if self.commits.set(tx).is_err() {
+            return; // already running
+        }
+        actix::spawn(self.clone().committer(rx));
+    }
+
+    async fn committer(self, mut rx: mpsc::Receiver<Job>) {
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut held: VecDeque<Job> = VecDeque::new();
+        loop {
+            // Wait for a free slot first: what arrives meanwhile joins the next transaction.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let first = match held.pop_front() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut tickets: HashSet<Uuid> = HashSet::from([first.ticket_id]);
+            let mut messages = first.batch.len();
+            let mut jobs = vec![first];
+            // A second batch of a ticket already in this transaction waits for the next one.
+            let mut later = VecDeque::new();
+            while jobs.len() < MAX_TICKETS && messages < MAX_MESSAGES {
+                let Some(job) = held.pop_front().or_else(|| rx.try_recv().ok()) else {
+                    break;
+                };
+                if tickets.insert(job.ticket_id) {
+                    messages += job.batch.len();
+                    jobs.push(job);
+                } else {
+                    later.push_back(job);
+                }
+            }
+            later.extend(held.drain(..));
+            held = later;
+            let store = self.clone();
+            actix::spawn(async move {
+                store.commit_jobs(jobs).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// Appends one ticket's batch, through the committer when it runs.
+    pub(super) async fn group_commit(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        batch: &[NewMessage],
+    ) -> Result<AppendOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            team_id,
+            ticket_id,
+            batch: batch.to_vec(),
+            reply,
+        };
+        match self.commits.get() {
+            Some(queue) => {
+                queue.try_send(job).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                    mpsc::error::TrySendError::Closed(_) => {
+                        StoreError::Unavailable("the committer stopped".into())
+                    }
+                })?;
+            }
+            None => self.commit_jobs(vec![job]).await,
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("the committer stopped".into())))
+    }
+
+    /// Runs one transaction for `jobs` and answers each.
+    async fn commit_jobs(&self, jobs: Vec<Job>) {
+        match self.append_many(&jobs).await {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// The transaction: lock every ticket row (in id order, so concurrent transactions never
+    /// deadlock on each other), insert every message, update every ticket, commit. A ticket
+    /// that is gone answers "not found" without failing the others.
+    async fn append_many(
+        &self,
+        jobs: &[Job],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT id, team_id, status, last_created_at, clock_timestamp(),
+                        unread_customer_count, traits->>'name', version
+                 FROM tickets WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            )
+            .await
+            .map_err(db_error)?;
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.ticket_id).collect();
+        let locked: HashMap<Uuid, tokio_postgres::Row> = tx
+            .query(&lock, &[&ids])
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|r| (r.get(0), r))
+            .collect();
+
+        // What each ticket had, and the timestamps and names of its new messages.
+        let mut plans: Vec<Option<Plan>> = Vec::with_capacity(jobs.len());
+        let mut rows = Rows::default();
+        for job in jobs {
+            let Some(row) = locked.get(&job.ticket_id) else {
+                plans.push(None);
+                continue;
+            };
+            if row.get::<_, Uuid>(1) != job.team_id {
+                plans.push(None);
+                continue;
+            }
+            let prev_last: Option<DateTime<Utc>> = row.get(3);
+            let times = assign_created_at(row.get(4), prev_last, job.batch.len());
+            let mut name: Option<String> = row.get(6);
+            // Names follow the traits as they are merged, message by message.
+            let mut names = Vec::with_capacity(job.batch.len());
+            for (m, at) in job.batch.iter().zip(&times) {
+                if let Some(n) = m.traits.as_ref().and_then(|t| t.get_str("name")) {
+                    name = Some(n.to_owned());
+                }
+                let author = author_name_for(m, name.as_deref());
+                rows.push((job.team_id, job.ticket_id), m, author.clone(), *at);
+                names.push(author);
+            }
+            plans.push(Some(Plan {
+                status_before: TicketStatus::from_stored(row.get(2)),
+                prev_last,
+                times,
+                names,
+                unread_customer: row.get(5),
+                version: row.get(7),
+            }));
+        }
+        let inserted: HashSet<Uuid> = rows.insert(&tx).await?.into_iter().collect();
+
+        let mut outcomes: Vec<Result<AppendOutcome, StoreError>> = Vec::with_capacity(jobs.len());
+        let mut update = Updates::default();
+        for (job, plan) in jobs.iter().zip(plans) {
+            let Some(plan) = plan else {
+                outcomes.push(Err(StoreError::NotFound));
+                continue;
+            };
+            let mut results = Vec::with_capacity(job.batch.len());
+            let mut traits = Traits::default();
+            let (mut status, mut public, mut unread_team) = (plan.status_before, 0i32, 0i32);
+            let mut unread_customer = plan.unread_customer;
+            let (mut last_public, mut last_at) = (None::<&str>, None::<DateTime<Utc>>);
+            for ((m, at), author) in job.batch.iter().zip(plan.times).zip(plan.names) {
+                if !inserted.contains(&m.id) {
+                    results.push(AppendResult::Replayed(
+                        replay_in(&tx, job.team_id, m).await?,
+                    ));
+                    continue;
+                }
+                last_at = Some(at);
+                if m.author_type == AuthorType::Customer {
+                    if m.reopens {
+                        status = status.after_customer_message();
+                    }
+                    unread_team += 1;
+                    if let Some(t) = &m.traits {
+                        traits.merge(t);
+                    }
+                } else if !m.is_private {
+                    unread_customer += 1;
+                }
+                if !m.is_private {
+                    public += 1;
+                    last_public = Some(&m.content);
+                }
+                results.push(AppendResult::Stored(stored(m, author, at)));
+            }
+            if let Some(last_at) = last_at {
+                update.ids.push(job.ticket_id);
+                update.statuses.push(status.as_str());
+                update.last_at.push(last_at);
+                update.public.push(public);
+                update.last_public.push(last_public.map(str::to_owned));
+                update.last_public_at.push(last_public_at(&results));
+                update.unread_team.push(unread_team);
+                update.unread_customer.push(unread_customer);
+                update.traits.push(Json(traits.to_json()));
+            }
+            outcomes.push(Ok(AppendOutcome {
+                prev_last_created_at: plan.prev_last,
+                status,
+                unread_customer,
+                version: plan.version,
+                results,
+            }));
+        }
+        let versions = update.run(&tx).await?;
+        tx.commit().await.map_err(db_error)?;
+        for (job, outcome) in jobs.iter().zip(outcomes.iter_mut()) {
+            if let (Ok(o), Some(v)) = (outcome, versions.get(&job.ticket_id)) {
+                o.version = *v;
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// What the lock query told about one ticket, and its batch's timestamps and author names.
+struct Plan {
+    status_before: TicketStatus,
+    prev_last: Option<DateTime<Utc>>,
+    times: Vec<DateTime<Utc>>,
+    names: Vec<Option<String>>,
+    unread_customer: i32,
+    version: i64,
+}
+
+/// Column arrays for one UPDATE of every ticket that got messages.
+#[derive(Default)]
+struct Updates {
+    ids: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    last_at: Vec<DateTime<Utc>>,
+    public: Vec<i32>,
+    last_public: Vec<Option<String>>,
+    last_public_at: Vec<Option<DateTime<Utc>>>,
+    unread_team: Vec<i32>,
+    unread_customer: Vec<i32>,
+    traits: Vec<Json<serde_json::Value>>,
+}
+
+impl Updates {
+    /// Updates the tickets; returns each one's new row version.
+    async fn run(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<HashMap<Uuid, i64>, StoreError> {
+        if self.ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE tickets t SET status = u.status, last_created_at = u.last_at,
+                     message_count = t.message_count + u.public,
+                     last_message = COALESCE(u.last_public, t.last_message),
+                     last_message_at = COALESCE(u.last_public_at, t.last_message_at),
+                     unread_team_count = t.unread_team_count + u.unread_team,
+                     unread_customer_count = u.unread_customer,
+                     traits = t.traits || u.traits,
+                     version = t.version + 1
+                 FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::text[],
+                             $6::timestamptz[], $7::int[], $8::int[], $9::jsonb[])
+                      AS u(id, status, last_at, public, last_public, last_public_at,
+                           unread_team, unread_customer, traits)
+                 WHERE t.id = u.id
+                 RETURNING t.id, t.version",
+            )
+            .await
+            .map_err(db_error)?;
+        let rows = tx
+            .query(
+                &stmt,
+                &[
+                    &self.ids,
+                    &self.statuses,
+                    &self.last_at,
+                    &self.public,
+                    &self.last_public,
+                    &self.last_public_at,
+                    &self.unread_team,
+                    &self.unread_customer,
+                    &self.traits,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
