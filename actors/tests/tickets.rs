@@ -8,7 +8,7 @@ use colloquy_actors::domain::{
 };
 use colloquy_actors::store::{
     AppendOutcome, AppendResult, MessagePage, NewBlock, NewMessage, NewTicket, Opened, Store,
-    StoreError, StoredMessage, SuspicionFlag, TicketState,
+    StoreError, StoredMessage, SuspicionFlag, TicketFacts, TicketState,
 };
 use colloquy_actors::ticket::{TicketConfig, TicketError, Tickets};
 use std::sync::{Arc, Mutex};
@@ -296,4 +296,58 @@ async fn idle_ticket_actors_are_evicted_and_come_back_on_use() {
         .await
         .expect("a later append reloads it");
     assert!(tickets.is_live(ticket));
+}
+
+#[actix_rt::test]
+async fn a_change_made_outside_the_actor_is_read_at_once_and_never_rolled_back() {
+    let store = Arc::new(MemoryStore::default());
+    let tickets = Tickets::start(store, TicketConfig::default());
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    // An operator resolved the ticket (row version 2); the actor has not handled it yet.
+    tickets.refresh(
+        ticket,
+        TicketFacts {
+            status: TicketStatus::Resolved,
+            unread_customer: 1,
+            version: 2,
+        },
+    );
+    let page = tickets
+        .read(team, ticket, Some(visitor()), None, 50, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.status, page.unread_customer),
+        (TicketStatus::Resolved, 1),
+        "the read right after the change sees it"
+    );
+    // The actor handles the refresh, and its next publication keeps the facts.
+    actix_rt::time::sleep(Duration::from_millis(20)).await;
+    let page = tickets
+        .read(team, ticket, Some(visitor()), None, 50, false)
+        .await
+        .unwrap();
+    assert_eq!(page.status, TicketStatus::Resolved);
+}
+
+#[actix_rt::test]
+async fn polls_through_the_view_keep_a_ticket_actor_from_idle_eviction() {
+    let store = Arc::new(MemoryStore::default());
+    let config = TicketConfig {
+        idle_after: Duration::from_millis(60),
+        ..TicketConfig::default()
+    };
+    let tickets = Tickets::start(store, config);
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    for _ in 0..20 {
+        tickets
+            .read(team, ticket, Some(visitor()), None, 50, false)
+            .await
+            .unwrap();
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(tickets.is_live(ticket), "a polled ticket stays live");
+    assert_eq!(tickets.stats().evictions, 0);
 }

@@ -215,6 +215,7 @@ impl Tickets {
     /// Hands newer facts (after a change made outside the actor) to the live actor, if any.
     pub fn refresh(&self, ticket_id: Uuid, facts: TicketFacts) {
         if let Some(live) = self.live(ticket_id) {
+            live.view.refresh(facts);
             if live.addr.try_send(Refresh(facts)).is_err() {
                 self.shared.stats.dropped();
             }

@@ -6,7 +6,7 @@
 
 use super::{Recent, TicketError};
 use crate::domain::{TicketStatus, VisitorKey};
-use crate::store::TicketState;
+use crate::store::{TicketFacts, TicketState};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -20,6 +20,8 @@ pub(super) struct View {
     linked_distinct_id: Option<String>,
     pub(super) status: TicketStatus,
     pub(super) unread_customer: i32,
+    /// The row version `status` and `unread_customer` belong to.
+    version: i64,
     pub(super) recent: Recent,
 }
 
@@ -32,7 +34,20 @@ impl View {
             linked_distinct_id: state.linked_distinct_id.clone(),
             status: state.status,
             unread_customer: state.unread_customer,
+            version: state.version,
             recent: recent.clone(),
+        }
+    }
+
+    fn clone_parts(&self) -> Self {
+        Self {
+            team_id: self.team_id,
+            owner: self.owner.clone(),
+            linked_distinct_id: self.linked_distinct_id.clone(),
+            status: self.status,
+            unread_customer: self.unread_customer,
+            version: self.version,
+            recent: self.recent.clone(),
         }
     }
 
@@ -91,9 +106,40 @@ impl ViewCell {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot; only the ticket's actor calls this.
+    /// Replaces the snapshot; only the ticket's actor calls this. Facts newer than the
+    /// actor's (put here by [`ViewCell::refresh`] before the actor saw them) are kept.
     pub(super) fn publish(&self, view: View) {
-        self.current.store(Arc::new(view));
+        let view = Arc::new(view);
+        self.current.rcu(|cur| {
+            if cur.version > view.version {
+                Arc::new(View {
+                    status: cur.status,
+                    unread_customer: cur.unread_customer,
+                    version: cur.version,
+                    ..view.clone_parts()
+                })
+            } else {
+                Arc::clone(&view)
+            }
+        });
+    }
+
+    /// Takes newer facts from a change made outside the actor (operator PATCH, mark-read)
+    /// at once, so the request that made the change is followed by reads that see it, even
+    /// before the actor has handled its `Refresh`.
+    pub(super) fn refresh(&self, facts: TicketFacts) {
+        self.current.rcu(|cur| {
+            if facts.version > cur.version {
+                Arc::new(View {
+                    status: facts.status,
+                    unread_customer: facts.unread_customer,
+                    version: facts.version,
+                    ..cur.clone_parts()
+                })
+            } else {
+                Arc::clone(cur)
+            }
+        });
     }
 
     /// Whether anyone read the view since the last call.
