@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — colloquy's benchmark, one command.
 #
-# Builds colloquy and the hello-world floor (examples/hello.rs) in release mode, finds a
-# PostgreSQL server (scripts/dev-db.sh, else 127.0.0.1:5432), recreates the database
-# `colloquy_bench`, starts colloquy on it, creates the bench teams through the admin API (rate
-# limits raised), bulk-seeds thousands of teams and tens of thousands of tickets of ~20
-# messages with SQL (bench/seed.sql), then runs, at each concurrency:
+# Builds colloquy, the hello-world floor (examples/hello.rs) and the SSE client
+# (examples/sse_hold.rs) in release mode, finds a PostgreSQL server (scripts/dev-db.sh, else
+# 127.0.0.1:5432), recreates the database `colloquy_bench`, starts colloquy on it, creates the
+# bench teams through the admin API (rate limits raised), bulk-seeds thousands of teams and
+# tens of thousands of tickets of ~20 messages with SQL (bench/seed.sql), then runs, at each
+# concurrency:
 #
 #   post-spread   POST follow-ups spread over many tickets        ceiling: pgbench bench/pgbench/post_tx.sql
 #   post-hot      POST follow-ups to 4 hot tickets                ceiling: the same on those 4 tickets
 #   poll-tail     GET messages, after = tail (nothing new: memory) ceiling: hello-world (HTTP floor)
 #   poll-new      GET messages, after = 10 messages back (database) ceiling: pgbench bench/pgbench/page_query.sql
 #   tickets       GET tickets of a visitor (4 tickets)             reference: hello-world
-#   memory        100,000 live ticket actors: RSS before/after polling each ticket once
+#   v1-mix        posthog-js surface: 9 polls at the tail : 1 send  reference: hello-world; sends vs post_tx.sql
 #
-# with wrk (bench/lua/*.lua) and pgbench, sampling colloquy's RSS (VmHWM reset through
-# /proc/PID/clear_refs when allowed, plus VmRSS sampling), and writes BENCHMARKS.md.
+# and once (each after a restart of colloquy):
+#
+#   memory        100,000 live ticket actors: RSS before/after polling each ticket once
+#   sse-memory    10,000 open SSE streams (4 per ticket): RSS before/after, bytes per stream
+#
+# with wrk (bench/lua/*.lua), pgbench and examples/sse_hold.rs, sampling colloquy's RSS (VmHWM
+# reset through /proc/PID/clear_refs when allowed, plus VmRSS sampling), and writes
+# BENCHMARKS.md with the sections and targets of the loads that ran.
 #
 # Usage:
-#   scripts/bench.sh            full run (~10 minutes after the build), rewrites BENCHMARKS.md
+#   scripts/bench.sh            full run (~12 minutes after the build), rewrites BENCHMARKS.md
 #   scripts/bench.sh --smoke    CI smoke run (BENCH_SMOKE=1): tiny data, 2 s per point at c=1
 #                               and 8; writes the report to a temp file and prints it; exits
 #                               non-zero on any non-2xx answer, socket error, or wrk/pgbench
@@ -26,10 +33,20 @@
 #
 # Environment (optional):
 #   BENCH_SMOKE=1           same as --smoke
+#   BENCH_LOADS             the loads to run, space-separated, from: post-spread post-hot
+#                           poll-tail poll-new tickets v1-mix memory sse-memory (default: all;
+#                           hello-world runs whenever poll-tail, tickets or v1-mix does); the
+#                           report has only their sections and targets. A BENCH_OUT is advised
+#                           with a subset, or the full run's BENCHMARKS.md is overwritten
 #   BENCH_DURATION          seconds per load point (full 10, smoke 2)
 #   BENCH_CONCURRENCY       e.g. "1 8 64 256" (smoke "1 8")
 #   BENCH_VISITORS          bench visitors, 4 tickets each (full 25000 = 100k tickets; smoke 256)
 #   BENCH_BULK_TEAMS        other teams, 20 tickets each (full 2000; smoke 1)
+#   BENCH_V1_SESSIONS       posthog-js widget sessions, 1 ticket each, for v1-mix (default
+#                           BENCH_VISITORS / 2; seeded only when v1-mix runs)
+#   BENCH_V1_POLLS          v1-mix: polls per send (default 9)
+#   BENCH_SSE_STREAMS       sse-memory: streams held open at once (full 10000; smoke 200)
+#   BENCH_SSE_PER_TICKET    sse-memory: streams per ticket (default 4)
 #   BENCH_OUT               report path (full: BENCHMARKS.md; smoke: a temp file)
 #   BENCH_KEEP=1            keep the database and the run directory (wrk/pgbench outputs, logs)
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to colloquy (defaults 8, cores, info)
@@ -37,7 +54,9 @@
 #   CARGO_TARGET_DIR        default ~/.cache/colloquy/target
 #
 # Needs: cargo, psql, pgbench, wrk (installed with apt-get when missing and running as root),
-# curl, jq.
+# curl, jq. sse-memory raises the open-file limit (ulimit -n) up to the hard limit for
+# colloquy and the client; with a hard limit below the streams + 1024 it holds fewer streams
+# (and says so).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,11 +84,43 @@ if ((SMOKE)); then
     CONC="${BENCH_CONCURRENCY:-1 8}"
     NV="${BENCH_VISITORS:-256}"
     BULK_TEAMS="${BENCH_BULK_TEAMS:-1}"
+    SSE_N="${BENCH_SSE_STREAMS:-200}"
 else
     D="${BENCH_DURATION:-10}"
     CONC="${BENCH_CONCURRENCY:-1 8 64 256}"
     NV="${BENCH_VISITORS:-25000}"
     BULK_TEAMS="${BENCH_BULK_TEAMS:-2000}"
+    SSE_N="${BENCH_SSE_STREAMS:-10000}"
+fi
+SSE_K="${BENCH_SSE_PER_TICKET:-4}"
+V1_POLLS="${BENCH_V1_POLLS:-9}"
+for v in SSE_N SSE_K V1_POLLS; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || {
+        echo "bench: $v must be a positive integer" >&2
+        exit 2
+    }
+done
+
+ALL_LOADS="post-spread post-hot poll-tail poll-new tickets v1-mix memory sse-memory"
+LOADS="${BENCH_LOADS:-$ALL_LOADS}"
+for l in $LOADS; do
+    [[ " $ALL_LOADS " == *" $l "* ]] || {
+        echo "bench: unknown load '$l' in BENCH_LOADS (loads: $ALL_LOADS)" >&2
+        exit 2
+    }
+done
+[[ -n "${LOADS// /}" ]] || {
+    echo "bench: BENCH_LOADS names no load (loads: $ALL_LOADS)" >&2
+    exit 2
+}
+want() { [[ " $LOADS " == *" $1 "* ]]; }
+NEED_HELLO=0
+if want poll-tail || want tickets || want v1-mix; then NEED_HELLO=1; fi
+NV1=0
+if want v1-mix; then NV1="${BENCH_V1_SESSIONS:-$((NV / 2))}"; fi
+if want v1-mix && ! [[ "$NV1" =~ ^[0-9]+$ && "$NV1" -ge 4 ]]; then
+    echo "bench: BENCH_V1_SESSIONS must be a number of at least 4" >&2
+    exit 2
 fi
 BULK_TPT=20
 MSGS=20
@@ -119,7 +170,7 @@ fi
 export BENCH_LUA_DIR="$ROOT/bench/lua"
 
 # ---------------------------------------------------------------------------------- cleanup
-COLLOQUY_PID="" HELLO_PID="" SAMPLER_PID="" WALK_PID="" ADMIN_URL="" ERRORS=0 FAILURES=()
+COLLOQUY_PID="" HELLO_PID="" SAMPLER_PID="" WALK_PID="" SSE_PID="" ADMIN_URL="" FAILURES=()
 stop_pid() { # PID [seconds]
     local pid="$1" secs="${2:-20}" i
     [[ -n "$pid" ]] || return 0
@@ -140,6 +191,7 @@ cleanup() {
     trap - EXIT INT TERM
     stop_pid "$SAMPLER_PID" 2
     stop_pid "$WALK_PID" 5
+    stop_pid "$SSE_PID" 5
     stop_pid "$HELLO_PID" 5
     stop_pid "$COLLOQUY_PID" 30
     if [[ -n "$ADMIN_URL" && "${BENCH_KEEP:-0}" != 1 ]]; then
@@ -163,12 +215,16 @@ trap 'exit 143' TERM
 if [[ "${BENCH_NO_BUILD:-0}" == 1 ]]; then
     log "BENCH_NO_BUILD=1: using the binaries already in $CARGO_TARGET_DIR/release"
 else
-    log "building (release): colloquy and examples/hello"
-    cargo build --release --quiet --bin colloquy --example hello
+    log "building (release): colloquy, examples/hello and examples/sse_hold"
+    cargo build --release --quiet --bin colloquy --example hello --example sse_hold
 fi
 BIN="$CARGO_TARGET_DIR/release/colloquy"
 HELLO="$CARGO_TARGET_DIR/release/examples/hello"
+SSE_HOLD="$CARGO_TARGET_DIR/release/examples/sse_hold"
 [[ -x "$BIN" && -x "$HELLO" ]] || die "build produced no $BIN / $HELLO"
+if want sse-memory && [[ ! -x "$SSE_HOLD" ]]; then
+    die "no $SSE_HOLD (BENCH_NO_BUILD=1: cargo build --release --example sse_hold first)"
+fi
 BUILD_NOTE=""
 if [[ "${BENCH_NO_BUILD:-0}" == 1 ]]; then
     BUILD_NOTE=" (BENCH_NO_BUILD=1: binary built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'), possibly from another tree state than the commit named above)"
@@ -201,8 +257,30 @@ log "database $(url_for "$DATABASE_URL" "$DB_NAME" | sed 's|//[^@]*@|//|')"
 pgq() { "${PSQL[@]}" "$DB_URL" -tAc "$1"; }
 
 # ---------------------------------------------------------------------------------- servers
+# Open files: colloquy, wrk and the SSE client inherit this shell's limit. sse-memory needs a
+# descriptor per stream in colloquy and in the client, plus the pool, wrk's and the logs'.
+NOFILE_HARD="$(ulimit -Hn)"
+[[ "$NOFILE_HARD" == unlimited ]] && NOFILE_HARD=1048576
+NOFILE_WANT=$((SSE_N + 4096 > 65536 ? SSE_N + 4096 : 65536))
+NOFILE_WANT=$((NOFILE_WANT < NOFILE_HARD ? NOFILE_WANT : NOFILE_HARD))
+NOFILE="$(ulimit -Sn)"
+if [[ "$NOFILE" != unlimited ]] && ((NOFILE < NOFILE_WANT)); then
+    ulimit -Sn "$NOFILE_WANT" 2>/dev/null || true
+    NOFILE="$(ulimit -Sn)"
+fi
+[[ "$NOFILE" == unlimited ]] && NOFILE=1048576
+SSE_NOTE=""
+if want sse-memory && ((SSE_N + 1024 > NOFILE)); then
+    SSE_NOTE="only $((NOFILE - 1024)) of the $SSE_N streams asked for: the open-file limit is $NOFILE (\`ulimit -Hn\` $(ulimit -Hn))"
+    log "sse-memory: $SSE_NOTE"
+    SSE_N=$((NOFILE - 1024))
+    ((SSE_N > 0)) || die "the open-file limit ($NOFILE) is too low for sse-memory"
+fi
+
 PORT=""
 start_colloquy() {
+    # a restart keeps the previous process's log for the error check at the end
+    [[ -s "$RUN/colloquy.log" ]] && cat "$RUN/colloquy.log" >>"$RUN/colloquy.previous.log"
     : >"$RUN/colloquy.log"
     DATABASE_URL="$DB_URL" BIND=127.0.0.1:0 ADMIN_TOKEN="$ADMIN_TOKEN" \
         DATABASE_POOL_SIZE="$POOL" WORKERS="$WORKERS_N" RUST_LOG="${RUST_LOG:-info}" \
@@ -230,12 +308,12 @@ wait_port() { # PID LOGFILE: prints the port once "listening on http://…:PORT"
 
 log "starting colloquy (migrates $DB_NAME)"
 start_colloquy
-log "colloquy pid $COLLOQUY_PID on $BASE (pool $POOL, workers $WORKERS_N)"
+log "colloquy pid $COLLOQUY_PID on $BASE (pool $POOL, workers $WORKERS_N, open files $NOFILE)"
 
 # ---------------------------------------------------------------------------------- seed
 log "creating 4 bench teams through POST /api/teams (rate limits raised)"
-declare -a TEAM_ID TEAM_TOKEN
-LIMITS='"rate_limits":{"message_distinct_id_per_minute":100000000,"message_ip_per_minute":100000000,"message_team_per_hour":100000000,"read_distinct_id_per_minute":100000000}'
+declare -a TEAM_ID
+LIMITS='"rate_limits":{"message_distinct_id_per_minute":100000000,"message_ip_per_minute":100000000,"message_team_per_hour":100000000,"read_distinct_id_per_minute":100000000,"widget_session_per_minute":100000000,"team_reads_per_hour":100000000,"team_writes_per_hour":100000000}'
 # All load comes from 127.0.0.1, a few visitors writing thousands of messages a second: the
 # suspicion detector would (rightly) block the IP. Its rules still run, with zero weights.
 SUSPICION='"suspicion":{"weights":{"honeypot":0,"repeated_message":0,"repeated_across_visitors":0,"link_density":0,"enumeration":0,"rate_limited":0,"burst_after_creation":0}}'
@@ -251,13 +329,12 @@ for i in 0 1 2 3; do
     fi
     jq -e '.id and .public_token' >/dev/null 2>&1 <<<"$resp" || die "POST /api/teams failed: $resp"
     TEAM_ID[i]="$(jq -r .id <<<"$resp")"
-    TEAM_TOKEN[i]="$(jq -r .public_token <<<"$resp")"
 done
 
-log "seeding: $BULK_TEAMS bulk teams x $BULK_TPT tickets, $NV bench visitors x 4 tickets, $MSGS messages each"
+log "seeding: $BULK_TEAMS bulk teams x $BULK_TPT tickets, $NV bench visitors x 4 tickets, $NV1 posthog-js tickets, $MSGS messages each"
 t0=$SECONDS
 "${PSQL[@]}" "$DB_URL" -v bulk_teams="$BULK_TEAMS" -v bulk_tpt="$BULK_TPT" -v nv="$NV" \
-    -v msgs="$MSGS" -v team0="${TEAM_ID[0]}" -v team1="${TEAM_ID[1]}" \
+    -v nv1="$NV1" -v msgs="$MSGS" -v team0="${TEAM_ID[0]}" -v team1="${TEAM_ID[1]}" \
     -v team2="${TEAM_ID[2]}" -v team3="${TEAM_ID[3]}" -f "$ROOT/bench/seed.sql"
 "${PSQL[@]}" "$DB_URL" -c "VACUUM (ANALYZE) teams, ticket_counters, tickets, messages" -c "CHECKPOINT"
 read -r N_TEAMS N_TICKETS N_MESSAGES <<<"$(pgq "SELECT (SELECT count(*) FROM teams), (SELECT count(*) FROM tickets), (SELECT count(*) FROM messages)" | tr '|' ' ')"
@@ -282,12 +359,26 @@ export_set tail "$TAIL_LO" "$TAIL_N"
 export_set page "$PAGE_LO" "$PAGE_N"
 export_set visitors "$TICK_LO" "$TICK_N"
 export_set all 0 "$NV"
+if want v1-mix; then
+    # posthog-js tickets (bench/seed.sql): the widget_session_id in the visitor column, and
+    # created_at as the v1 surface writes it (…123456+00:00), which the SDK sends back as after
+    "${PSQL[@]}" "$DB_URL" -c "\\copy (SELECT t.id, t.widget_session_id, tm.public_token,
+        to_char(t.last_created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'),
+        to_char((t.last_created_at - interval '10 minutes') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')
+        FROM tickets t JOIN teams tm ON tm.id = t.team_id
+        WHERE t.id >= '00000000-0000-4000-a000-000000000000' AND t.id < '00000000-0000-4000-b000-000000000000'
+          AND t.widget_session_id IS NOT NULL ORDER BY t.id) TO '$RUN/v1.tsv'"
+    [[ -s "$RUN/v1.tsv" ]] || die "no posthog-js tickets were seeded"
+fi
 
-log "starting the hello-world floor"
-: >"$RUN/hello.log"
-BIND=127.0.0.1:0 WORKERS="$WORKERS_N" "$HELLO" >>"$RUN/hello.log" 2>&1 &
-HELLO_PID=$!
-HELLO_PORT="$(wait_port "$HELLO_PID" "$RUN/hello.log")" || die "hello did not start"
+HELLO_PORT=""
+if ((NEED_HELLO)); then
+    log "starting the hello-world floor"
+    : >"$RUN/hello.log"
+    BIND=127.0.0.1:0 WORKERS="$WORKERS_N" "$HELLO" >>"$RUN/hello.log" 2>&1 &
+    HELLO_PID=$!
+    HELLO_PORT="$(wait_port "$HELLO_PID" "$RUN/hello.log")" || die "hello did not start"
+fi
 
 # ---------------------------------------------------------------------------------- measuring
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$COLLOQUY_PID/status" 2>/dev/null || echo 0; }
@@ -349,13 +440,15 @@ run_wrk() {
 parse_wrk() { # FILE RC LABEL [C]
     local line
     line="$(grep '^BENCH_RESULT ' "$1" | tail -n 1 || true)"
+    R_line="$line"
     if [[ "$2" != 0 || -z "$line" ]]; then
         fail "wrk failed for $3 (rc $2): $(tail -n 3 "$1" | tr '\n' ' ')"
         R_rps=0 R_p50_ms=0 R_p99_ms=0 R_max_ms=0 R_mean_ms=0 R_non2xx=0 R_s5xx=0 R_sock=0 R_requests=0 R_codes=""
         return 0
     fi
+    # shellcheck disable=SC2034 # mean_us: set by the eval, kept local
     local requests duration_us mean_us p50_us p99_us max_us non2xx s5xx s4xx sock_errors ok
-    eval "$(sed 's/^BENCH_RESULT //' <<<"$line" | tr ' ' '\n' | grep -E '^[a-z0-9_]+=[0-9.]+$' | sed 's/^/local /')"
+    eval "$(tr ' ' '\n' <<<"${line#BENCH_RESULT }" | grep -E '^[a-z0-9_]+=[0-9.]+$' | sed 's/^/local /')"
     R_codes="$(sed -n 's/.* codes=\([^ ]*\).*/\1/p' <<<"$line" | sed 's/^-$//')"
     # req/s counts 2xx answers only; the rest is in the errors column
     ok=$((requests - non2xx))
@@ -375,6 +468,14 @@ parse_wrk() { # FILE RC LABEL [C]
     if ((SMOKE)) && ((non2xx + sock_errors > 0)); then
         fail "$3: $non2xx non-2xx answers (4xx $s4xx), $sock_errors socket errors"
     fi
+}
+
+# result_rate NAME: a script's extra counter in the last BENCH_RESULT line, per second
+result_rate() {
+    awk -v name="$1" '{
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "%.0f", (v["duration_us"] > 0 ? v[name] / (v["duration_us"] / 1e6) : 0)
+    }' <<<"${R_line:-BENCH_RESULT}"
 }
 
 # run_pgbench NAME SQL C VLO VCNT: sets P_tps, P_lat_ms, P_c (the clients actually used)
@@ -442,59 +543,183 @@ walk() {
 
 # ---------------------------------------------------------------------------------- loads
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-log "load average $LOAD_START"
-log "warm-up: one poll of every ticket of the poll sets (their actors go live)"
-walk tail
-walk page
+log "load average $LOAD_START; loads: $LOADS"
+if want poll-tail || want poll-new || want v1-mix; then
+    log "warm-up: one poll of every ticket of the poll sets (their actors go live)"
+fi
+want poll-tail && walk tail
+want poll-new && walk page
+want v1-mix && walk v1 BENCH_SURFACE=v1
 
-declare -A HELLO_RPS
-for c in $CONC; do
-    TARGET=hello URL="http://127.0.0.1:$HELLO_PORT" run_wrk hello hello.lua "" "$c"
-    HELLO_RPS[$c]="$R_rps"
-    record hello "$c" - - ""
-done
+declare -A HELLO_RPS V1_SENDS V1_POLLS_OK V1_PG V1_PG_LABEL
+if ((NEED_HELLO)); then
+    for c in $CONC; do
+        TARGET=hello URL="http://127.0.0.1:$HELLO_PORT" run_wrk hello hello.lua "" "$c"
+        HELLO_RPS[$c]="$R_rps"
+        record hello "$c" - - ""
+    done
+fi
 
-for c in $CONC; do
-    run_pgbench post-spread post_tx.sql "$c" "$POST_LO" "$POST_N"
-    run_wrk post-spread post.lua "$RUN/post.tsv" "$c"
-    record post-spread "$c" "$(pglabel tx/s "$c")" "$P_tps" "$P_lat_ms"
-done
-for c in $CONC; do
-    run_pgbench post-hot post_tx.sql "$c" "$HOT_V" 4
-    run_wrk post-hot post.lua "$RUN/hot.tsv" "$c"
-    record post-hot "$c" "$(pglabel tx/s "$c")" "$P_tps" "$P_lat_ms"
-done
-for c in $CONC; do
-    run_wrk poll-tail messages.lua "$RUN/tail.tsv" "$c" BENCH_AFTER=tail
-    record poll-tail "$c" "hello req/s" "${HELLO_RPS[$c]}" ""
-done
-for c in $CONC; do
-    run_pgbench poll-new page_query.sql "$c" "$PAGE_LO" "$PAGE_N"
-    run_wrk poll-new messages.lua "$RUN/page.tsv" "$c" BENCH_AFTER=mid
-    record poll-new "$c" "$(pglabel q/s "$c")" "$P_tps" "$P_lat_ms"
-done
-for c in $CONC; do
-    run_wrk tickets tickets.lua "$RUN/visitors.tsv" "$c"
-    record tickets "$c" "hello req/s" "${HELLO_RPS[$c]}" ""
-done
+if want post-spread; then
+    for c in $CONC; do
+        run_pgbench post-spread post_tx.sql "$c" "$POST_LO" "$POST_N"
+        run_wrk post-spread post.lua "$RUN/post.tsv" "$c"
+        record post-spread "$c" "$(pglabel tx/s "$c")" "$P_tps" "$P_lat_ms"
+    done
+fi
+if want post-hot; then
+    for c in $CONC; do
+        run_pgbench post-hot post_tx.sql "$c" "$HOT_V" 4
+        run_wrk post-hot post.lua "$RUN/hot.tsv" "$c"
+        record post-hot "$c" "$(pglabel tx/s "$c")" "$P_tps" "$P_lat_ms"
+    done
+fi
+if want poll-tail; then
+    for c in $CONC; do
+        run_wrk poll-tail messages.lua "$RUN/tail.tsv" "$c" BENCH_AFTER=tail
+        record poll-tail "$c" "hello req/s" "${HELLO_RPS[$c]}" ""
+    done
+fi
+if want poll-new; then
+    for c in $CONC; do
+        run_pgbench poll-new page_query.sql "$c" "$PAGE_LO" "$PAGE_N"
+        run_wrk poll-new messages.lua "$RUN/page.tsv" "$c" BENCH_AFTER=mid
+        record poll-new "$c" "$(pglabel q/s "$c")" "$P_tps" "$P_lat_ms"
+    done
+fi
+if want tickets; then
+    for c in $CONC; do
+        run_wrk tickets tickets.lua "$RUN/visitors.tsv" "$c"
+        record tickets "$c" "hello req/s" "${HELLO_RPS[$c]}" ""
+    done
+fi
+if want v1-mix; then
+    for c in $CONC; do
+        # the ceiling of the sends: the transaction one send commits, on the documented
+        # surface's POST set (the same statements; the v1 tickets differ only in their key)
+        run_pgbench v1-mix post_tx.sql "$c" "$POST_LO" "$POST_N"
+        V1_PG[$c]="$P_tps" V1_PG_LABEL[$c]="$(pglabel tx/s "$c" | sed 's/^pgbench //')"
+        run_wrk v1-mix v1mix.lua "$RUN/v1.tsv" "$c" BENCH_V1_POLLS="$V1_POLLS"
+        V1_SENDS[$c]="$(result_rate sends)" V1_POLLS_OK[$c]="$(result_rate polls)"
+        record v1-mix "$c" "hello req/s" "${HELLO_RPS[$c]}" ""
+        log "v1-mix       c=$c: ${V1_POLLS_OK[$c]} polls/s + ${V1_SENDS[$c]} sends/s (pgbench post_tx ${V1_PG[$c]} tx/s)"
+        if ((SMOKE)) && [[ "${V1_SENDS[$c]}" == 0 || "${V1_POLLS_OK[$c]}" == 0 ]]; then
+            fail "v1-mix c=$c: no answered sends or no answered polls ($R_line)"
+        fi
+    done
+fi
+
+alive() { curl -sS -H "Authorization: Bearer $ADMIN_TOKEN" "$BASE/api/ops/actors" | jq -r '.ticket_actors.alive'; }
+streams_open() { curl -sS "$BASE/metrics" | awk '$1 == "colloquy_sse_streams_open" {print $2; exit}'; }
+restart_colloquy() { # a fresh process, its HTTP workers and pool warmed without ticket actors
+    stop_pid "$COLLOQUY_PID" 60
+    start_colloquy
+    wrk -t2 -c32 -d2s "$BASE/readyz" >/dev/null 2>&1 || true
+    sleep 1
+}
 
 # ---------------------------------------------------------------------------------- memory
-log "memory: restarting colloquy, then one poll of each of the $((4 * NV)) bench tickets"
-stop_pid "$COLLOQUY_PID" 60
-start_colloquy
-alive() { curl -sS -H "Authorization: Bearer $ADMIN_TOKEN" "$BASE/api/ops/actors" | jq -r '.ticket_actors.alive'; }
-# warm the HTTP workers and the pool without starting ticket actors
-wrk -t2 -c32 -d2s "$BASE/readyz" >/dev/null 2>&1 || true
-sleep 1
-MEM_RSS0="$(rss_kb)" MEM_ALIVE0="$(alive)"
-walk all
-sleep 2
-MEM_RSS1="$(rss_kb)" MEM_ALIVE1="$(alive)"
-MEM_POLLS="$R_requests"
-MEM_D_ACTORS=$((MEM_ALIVE1 - MEM_ALIVE0))
-MEM_BYTES_PER="$(awk -v a="$MEM_RSS0" -v b="$MEM_RSS1" -v n="$MEM_D_ACTORS" 'BEGIN {printf "%.0f", (n > 0 ? (b - a) * 1024 / n : 0)}')"
-log "memory: RSS $((MEM_RSS0 / 1024)) MB with $MEM_ALIVE0 actors -> $((MEM_RSS1 / 1024)) MB with $MEM_ALIVE1 actors ($MEM_BYTES_PER bytes per idle actor)"
-grep -qiE '(^|[^a-z])(panicked|ERROR)([^a-z]|$)' "$RUN/colloquy.log" && log "colloquy logged errors (see $RUN/colloquy.log with BENCH_KEEP=1)"
+if want memory; then
+    log "memory: restarting colloquy, then one poll of each of the $((4 * NV)) bench tickets"
+    restart_colloquy
+    MEM_RSS0="$(rss_kb)" MEM_ALIVE0="$(alive)"
+    walk all
+    sleep 2
+    MEM_RSS1="$(rss_kb)" MEM_ALIVE1="$(alive)"
+    MEM_POLLS="$R_requests"
+    MEM_D_ACTORS=$((MEM_ALIVE1 - MEM_ALIVE0))
+    MEM_BYTES_PER="$(awk -v a="$MEM_RSS0" -v b="$MEM_RSS1" -v n="$MEM_D_ACTORS" 'BEGIN {printf "%.0f", (n > 0 ? (b - a) * 1024 / n : 0)}')"
+    log "memory: RSS $((MEM_RSS0 / 1024)) MB with $MEM_ALIVE0 actors -> $((MEM_RSS1 / 1024)) MB with $MEM_ALIVE1 actors ($MEM_BYTES_PER bytes per idle actor)"
+fi
+
+# ---------------------------------------------------------------------------------- sse-memory
+if want sse-memory; then
+    # Stream i goes to ticket i / SSE_K of the bench tickets (4 per visitor): SSE_T tickets
+    # with SSE_K subscribers each. colloquy caps subscribers per ticket (20,000) and
+    # connections per worker (actix-web's 25,000), not streams per visitor or IP; each
+    # stream takes one unit of its visitor's read budget (raised for the bench teams).
+    # The tails are read now: the loads before wrote to some of these tickets, and a stream
+    # opened with an older `after` would replay what they wrote.
+    SSE_T=$(((SSE_N + SSE_K - 1) / SSE_K))
+    "${PSQL[@]}" "$DB_URL" -c "\\copy (SELECT t.id, t.distinct_id, tm.public_token,
+        to_char(t.last_created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+        to_char(t.last_created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+        FROM tickets t JOIN teams tm ON tm.id = t.team_id
+        WHERE t.id >= '$(hexid 0)' AND t.id < '$(hexid $((4 * NV)))' ORDER BY t.id LIMIT $SSE_T) TO '$RUN/sse.tsv'"
+    SSE_T="$(wc -l <"$RUN/sse.tsv")"
+    log "sse-memory: restarting colloquy, starting the actors of $SSE_T tickets, then $SSE_N streams"
+    restart_colloquy
+    SSE_RSS0="$(rss_kb)" SSE_ALIVE0="$(alive)"
+    walk sse
+    sleep 2
+    SSE_RSS1="$(rss_kb)" SSE_ALIVE1="$(alive)"
+    start_sampler
+    "$SSE_HOLD" --addr "127.0.0.1:$PORT" --data "$RUN/sse.tsv" --streams "$SSE_N" \
+        --per-ticket "$SSE_K" >"$RUN/sse_hold.out" 2>"$RUN/sse_hold.err" &
+    SSE_PID=$!
+    for ((i = 0; i < 3000; i++)); do
+        grep -qs '^BENCH_SSE ' "$RUN/sse_hold.out" && break
+        kill -0 "$SSE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    SSE_LINE="$(grep -s '^BENCH_SSE ' "$RUN/sse_hold.out" || true)"
+    sse_field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+    SSE_OPEN="$(sse_field open "$SSE_LINE")" SSE_FAILED="$(sse_field failed "$SSE_LINE")"
+    SSE_OPEN_SECS="$(sse_field secs "$SSE_LINE")"
+    SSE_TICKETS="$(sse_field tickets "$SSE_LINE")"
+    SSE_FIRST_ERROR="$(sed -n 's/.* first_error="\(.*\)"$/\1/p' <<<"$SSE_LINE")"
+    : "${SSE_OPEN:=0}" "${SSE_FAILED:=$SSE_N}" "${SSE_OPEN_SECS:=-}" "${SSE_TICKETS:=0}"
+    # let the allocator and the streams' first chunks settle, then read RSS while they are open
+    sleep 3
+    SSE_RSS2="$(rss_kb)" SSE_ALIVE2="$(alive)" SSE_GAUGE2="$(streams_open)"
+    stop_sampler
+    SSE_PEAK_KB="$RSS_PEAK_KB"
+    rc=0
+    if kill -0 "$SSE_PID" 2>/dev/null; then
+        kill -TERM "$SSE_PID" 2>/dev/null || true
+        wait "$SSE_PID" || rc=$?
+    else
+        wait "$SSE_PID" || rc=$?
+    fi
+    SSE_PID=""
+    SSE_DONE="$(grep -s '^BENCH_SSE_DONE ' "$RUN/sse_hold.out" || true)"
+    SSE_CLOSED_EARLY="$(sse_field closed_early "$SSE_DONE")"
+    : "${SSE_CLOSED_EARLY:=-}"
+    # colloquy notices a gone client only when writing to it fails: a heartbeat (every 15 s)
+    # finds the peer gone, the next one fails, so up to ~30 s
+    t_close=$SECONDS
+    for ((i = 0; i < 80; i++)); do
+        SSE_GAUGE3="$(streams_open)"
+        [[ "$SSE_GAUGE3" == 0 ]] && break
+        sleep 0.5
+    done
+    SSE_RELEASE_SECS=$((SECONDS - t_close))
+    SSE_RSS3="$(rss_kb)"
+    SSE_BYTES_PER="$(awk -v a="$SSE_RSS1" -v b="$SSE_RSS2" -v n="$SSE_OPEN" 'BEGIN {printf "%.0f", (n > 0 ? (b - a) * 1024 / n : 0)}')"
+    SSE_BYTES_ALL="$(awk -v a="$SSE_RSS0" -v b="$SSE_RSS2" -v n="$SSE_OPEN" 'BEGIN {printf "%.0f", (n > 0 ? (b - a) * 1024 / n : 0)}')"
+    log "sse-memory: $SSE_OPEN streams open ($SSE_FAILED failed) on $SSE_TICKETS tickets in ${SSE_OPEN_SECS}s; colloquy counts $SSE_GAUGE2 open"
+    log "sse-memory: RSS $((SSE_RSS0 / 1024)) MB -> $((SSE_RSS1 / 1024)) MB with $SSE_ALIVE1 actors -> $((SSE_RSS2 / 1024)) MB with the streams ($SSE_BYTES_PER bytes per stream; $SSE_BYTES_ALL with its share of the actors); $((SSE_RSS3 / 1024)) MB and $SSE_GAUGE3 streams ${SSE_RELEASE_SECS}s after the client left"
+    if [[ -z "$SSE_LINE" ]]; then
+        fail "sse-memory: the client reported nothing (rc $rc): $(tail -n 3 "$RUN/sse_hold.err" | tr '\n' ' ')"
+    elif ((SSE_FAILED > 0)); then
+        fail "sse-memory: $SSE_FAILED of $SSE_N streams did not open (first: $SSE_FIRST_ERROR)"
+    elif [[ "$SSE_CLOSED_EARLY" != 0 ]]; then
+        fail "sse-memory: colloquy closed $SSE_CLOSED_EARLY streams while they were held"
+    elif [[ "$rc" != 0 ]]; then
+        fail "sse-memory: the client exited with $rc: $(tail -n 3 "$RUN/sse_hold.err" | tr '\n' ' ')"
+    fi
+    if [[ "$SSE_GAUGE2" != "$SSE_OPEN" ]]; then
+        log "sse-memory: colloquy_sse_streams_open is $SSE_GAUGE2 while the client holds $SSE_OPEN"
+    fi
+fi
+
+ERROR_LINES="$(cat "$RUN/colloquy.previous.log" "$RUN/colloquy.log" 2>/dev/null |
+    sed 's/\x1b\[[0-9;]*m//g' | grep -ciE '(^|[^a-z])(panicked|ERROR)([^a-z]|$)' || true)"
+if ((ERROR_LINES > 0)); then
+    log "colloquy logged $ERROR_LINES error lines (see $RUN/colloquy*.log with BENCH_KEEP=1), e.g.:"
+    cat "$RUN/colloquy.previous.log" "$RUN/colloquy.log" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' |
+        grep -iE '(^|[^a-z])(panicked|ERROR)([^a-z]|$)' | head -n 3 | cut -c1-300 >&2
+fi
 
 # ---------------------------------------------------------------------------------- report
 get() { # LOAD C FIELD(3..14)
@@ -526,14 +751,17 @@ CREF=64
     echo
     echo "| | |"
     echo "|---|---|"
-    echo "| CPU | $NPROC cores ($CPU), shared by colloquy, PostgreSQL **and the load generators** (wrk, pgbench) |"
+    echo "| CPU | $NPROC cores ($CPU), shared by colloquy, PostgreSQL **and the load generators** (wrk, pgbench, the SSE client) |"
     echo "| RAM | $RAM |"
     echo "| kernel | $(uname -sr) |"
     echo "| load average | $LOAD_START at the start of the loads, $(cut -d' ' -f1-3 /proc/loadavg) at the end (anything above ~0.1 at the start means other work shared the cores) |"
     echo "| PostgreSQL | $PGV; shared_buffers $(pgset shared_buffers), synchronous_commit $(pgset synchronous_commit), fsync $(pgset fsync), max_connections $(pgset max_connections), wal_level $(pgset wal_level) |"
     echo "| colloquy | release build$BUILD_NOTE, \`DATABASE_POOL_SIZE=$POOL\`, \`WORKERS=$WORKERS_N\`, \`RUST_LOG=${RUST_LOG:-info}\` (log to a file), bench teams' rate limits at 100,000,000, $SUSPICION_NOTE |"
     echo "| load | wrk $(wrk -v 2>&1 | head -n 1 | awk '{print $2}') (\`--latency -t2 -c<C> -d${D}s\`, \`-t1\` at c=1, Lua scripts in \`bench/lua/\`), pgbench $(pgbench --version | awk '{print $3}') (\`-M prepared -j2 -T$D\`, scripts in \`bench/pgbench/\`) |"
-    echo "| data | $N_TEAMS teams, $N_TICKETS tickets, $N_MESSAGES messages (seeded in ${SEED_SECS}s); bench visitors own 4 tickets of $MSGS messages each |"
+    v1_data=""
+    ((NV1 > 0)) && v1_data="; $NV1 posthog-js tickets (one per widget session, keyed by \`widget_session_id\`) of $MSGS messages"
+    echo "| data | $N_TEAMS teams, $N_TICKETS tickets, $N_MESSAGES messages (seeded in ${SEED_SECS}s); bench visitors own 4 tickets of $MSGS messages each$v1_data |"
+    echo "| loads | $LOADS$( ((NEED_HELLO)) && echo ' (and hello-world, their reference)') |"
     echo
     echo "Each point runs ${D}s. \"mean\" is C × duration / requests (Little's law; pgbench's \"latency average\" is the same"
     echo "quantity, shown with the pgbench ceilings); p50/p99/max are wrk's histogram (not corrected for coordinated omission). \"errors\" counts non-2xx answers"
@@ -558,51 +786,106 @@ CREF=64
         }' "$RESULTS"
         echo
     }
-    table post-spread "POST follow-ups spread over many tickets" \
+    mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+    want post-spread && table post-spread "POST follow-ups spread over many tickets" \
         "\`POST /api/conversations/widget/message\` with a \`ticket_id\` drawn at random from $((4 * POST_N)) tickets of 4 teams. Ceiling: \`bench/pgbench/post_tx.sql\` (BEGIN; SELECT … FOR UPDATE; INSERT … SELECT FROM unnest(…); UPDATE tickets; COMMIT — one transaction per message) on the same tickets (team 0's share) at the same concurrency."
-    table post-hot "POST follow-ups to 4 hot tickets" \
+    want post-hot && table post-hot "POST follow-ups to 4 hot tickets" \
         "The same request on 4 tickets (one visitor): many writers per ticket. Ceiling: the same pgbench transaction on those 4 tickets."
-    table poll-tail "Polling GET messages at the tail (nothing new)" \
+    want poll-tail && table poll-tail "Polling GET messages at the tail (nothing new)" \
         "\`GET /api/conversations/widget/messages/{id}?distinct_id=…&after=<newest created_at>\` over $((4 * TAIL_N)) tickets whose actors are live (warmed once): answered from the ticket actor's memory. Ceiling: the hello-world floor (\`examples/hello.rs\`, same actix-web build) at the same concurrency."
-    table poll-new "GET messages with new messages (database)" \
+    want poll-new && table poll-new "GET messages with new messages (database)" \
         "\`after\` = 10 messages before the tail, over $((4 * PAGE_N)) tickets: 10 messages come back from PostgreSQL. Ceiling: \`bench/pgbench/page_query.sql\` (the same paging query) at the same concurrency."
-    table tickets "GET tickets" \
+    want tickets && table tickets "GET tickets" \
         "\`GET /api/conversations/widget/tickets?distinct_id=…\` for $TICK_N visitors of 4 tickets each (a page query and a count, pipelined). Reference: hello-world."
-    table hello "HTTP floor: hello-world" \
+    if want v1-mix; then
+        table v1-mix "posthog-js widget: polls and sends (v1 surface)" \
+            "What the posthog-js widget (1.449.x) sends, on $NV1 posthog-js tickets (one per widget session; their actors warmed once): of every $((V1_POLLS + 1)) requests of a wrk thread, $V1_POLLS are polls, \`GET /api/conversations/v1/widget/messages/{id}?widget_session_id=…&after=…\`, and 1 is a send, \`POST /api/conversations/v1/widget/message\` \`{widget_session_id, ticket_id, message, distinct_id, traits: {name: null, email: null}, session_id, session_context}\`, both with \`X-Conversations-Token\` and an \`Origin\`. Each ticket is one widget, owned by one wrk thread, whose \`after\` is the newest \`created_at\` it has seen (\`…+00:00\`, sent back verbatim, as the SDK does): its own sends' and its polls' — no operator answers during the load, so polls find nothing new and are answered from the ticket actor's memory. Why $V1_POLLS:1: an open widget polls every 5 s (and once 1 s after a send), and a visitor in a live conversation writes every minute or so, i.e. ~10–12 polls per send; $V1_POLLS:1 is that conversation's pace, the write-heavy end (an open widget nobody types in, or a closed one polling every 15 s, only polls: that is the poll-tail load). Reference: hello-world at the same concurrency (req/s counts polls and sends)."
+        echo "Sends and polls apart (2xx answers per second, counted by the Lua script from the answers), against the ceiling of the sends: \`bench/pgbench/post_tx.sql\` (the transaction one send commits, on the documented surface's POST set) at the same concurrency, run right before:"
+        echo
+        echo "| concurrency | polls/s | sends/s | pgbench post_tx | sends / pgbench |"
+        echo "|---:|---:|---:|---:|---:|"
+        for c in $CONC; do
+            echo "| $c | ${V1_POLLS_OK[$c]:-0} | ${V1_SENDS[$c]:-0} | ${V1_PG[$c]:-0} ${V1_PG_LABEL[$c]:-} | $(awk -v a="${V1_SENDS[$c]:-0}" -v b="${V1_PG[$c]:-0}" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "-"}') |"
+        done
+        echo
+    fi
+    ((NEED_HELLO)) && table hello "HTTP floor: hello-world" \
         "\`examples/hello.rs\`: actix-web with the same features and release profile, a fixed JSON body."
 
-    echo "## Memory: live ticket actors"
-    echo
-    echo "colloquy restarted, warmed with 2 s of \`/readyz\`, then every one of the $((4 * NV)) bench tickets polled once (\`after\` = tail; each poll loads the ticket and starts its actor, $MEM_POLLS polls)."
-    echo
-    echo "| | live ticket actors | RSS MB |"
-    echo "|---|---:|---:|"
-    echo "| before | $MEM_ALIVE0 | $(awk -v k="$MEM_RSS0" 'BEGIN {printf "%.1f", k / 1024}') |"
-    echo "| after | $MEM_ALIVE1 | $(awk -v k="$MEM_RSS1" 'BEGIN {printf "%.1f", k / 1024}') |"
-    echo
-    echo "**$MEM_BYTES_PER bytes per idle actor** (RSS growth / actors started; includes the registry entry, the actor's mailbox and state, and the rate limiter's per-visitor read key — one per 4 tickets)."
-    echo
+    if want memory; then
+        echo "## Memory: live ticket actors"
+        echo
+        echo "colloquy restarted, warmed with 2 s of \`/readyz\`, then every one of the $((4 * NV)) bench tickets polled once (\`after\` = tail; each poll loads the ticket and starts its actor, $MEM_POLLS polls)."
+        echo
+        echo "| | live ticket actors | RSS MB |"
+        echo "|---|---:|---:|"
+        echo "| before | $MEM_ALIVE0 | $(mb "$MEM_RSS0") |"
+        echo "| after | $MEM_ALIVE1 | $(mb "$MEM_RSS1") |"
+        echo
+        echo "**$MEM_BYTES_PER bytes per idle actor** (RSS growth / actors started; includes the registry entry, the actor's mailbox and state, and the rate limiter's per-visitor read key — one per 4 tickets)."
+        echo
+    fi
+
+    if want sse-memory; then
+        echo "## Memory: open SSE streams"
+        echo
+        echo "colloquy restarted, warmed with 2 s of \`/readyz\`; the actors of $SSE_T bench tickets started by one poll each; then \`examples/sse_hold.rs\` opened $SSE_N streams at once (raw HTTP/1.1, 64 being opened at a time), $SSE_K per ticket: \`GET /api/conversations/widget/stream/{id}?distinct_id=…&token=…&after=<newest created_at>\` with \`Accept: text/event-stream\` (nothing to replay), checked that each answered \`200\` with \`content-type: text/event-stream\` and sent its first \`status\` event, and held them all while colloquy's RSS was read (3 s after the last one opened). ${SSE_OPEN} opened in ${SSE_OPEN_SECS} s on $SSE_TICKETS tickets, $SSE_FAILED failed${SSE_FIRST_ERROR:+ (first: $SSE_FIRST_ERROR)}; colloquy closed $SSE_CLOSED_EARLY while they were held.${SSE_NOTE:+ Note: $SSE_NOTE.}"
+        echo
+        echo "| | open streams (\`colloquy_sse_streams_open\`) | live ticket actors | RSS MB |"
+        echo "|---|---:|---:|---:|"
+        echo "| before | 0 | $SSE_ALIVE0 | $(mb "$SSE_RSS0") |"
+        echo "| the streams' tickets live | 0 | $SSE_ALIVE1 | $(mb "$SSE_RSS1") |"
+        echo "| $SSE_OPEN streams open | ${SSE_GAUGE2:-?} | $SSE_ALIVE2 | $(mb "$SSE_RSS2") (peak $(mb "$SSE_PEAK_KB") while opening) |"
+        echo "| ${SSE_RELEASE_SECS} s after the client left | ${SSE_GAUGE3:-?} | - | $(mb "$SSE_RSS3") |"
+        echo
+        echo "**$SSE_BYTES_PER bytes per open stream** (RSS growth from opening the streams / streams open: the connection and its actix-web dispatcher and buffers, the stream's state and heartbeat timer, the ticket actor's subscriber entry and channel); **$SSE_BYTES_ALL bytes per stream** with its share of the $((SSE_ALIVE1 - SSE_ALIVE0)) ticket actors. The kernel's socket buffers are not in RSS. colloquy notices that a client has gone only when a write to it fails (the heartbeat every 15 s finds the peer gone, the next one fails): until then the stream, its subscriber and its socket stay."
+        echo
+        echo "Caps that apply (none was reached): a ticket takes at most 20,000 subscribers (\`MAX_SUBSCRIBERS\` in \`actors/src/ticket/actor.rs\`; then \`503 overloaded\`); actix-web accepts at most 25,000 connections per worker (its default \`max_connections\`; $WORKERS_N workers); opening a stream spends one unit of the visitor's \`read_distinct_id_per_minute\` budget (default 30 a minute, raised for the bench teams; each bench visitor here opens up to $((4 * SSE_K)) streams). There is no cap on streams per visitor or per IP. Open-file limit (\`ulimit -n\`) for colloquy and the client: $NOFILE."
+        echo
+    fi
 
     echo "## Targets"
     echo
     echo "| target | measured | verdict |"
     echo "|---|---|---|"
-    a="$(get post-spread "$CREF" 3)" b="$(get post-spread "$CREF" 12)" p99="$(get post-spread "$CREF" 5)"
-    v1="$(verdict 'a >= b' "$a" "$b")"
-    v2="$(verdict 'a <= 25' "$p99" 0)"
-    echo "| POST (spread) ≥ 1.0× pgbench transaction at c=$CREF | $a req/s vs $b tx/s = $(get post-spread "$CREF" 13)× | $v1 |"
-    echo "| POST (spread) p99 ≤ 25 ms at c=$CREF | p99 $p99 ms | $v2 |"
-    a="$(get post-hot "$CREF" 3)" b="$(get post-hot "$CREF" 12)"
-    echo "| (no target) POST to hot tickets vs pgbench on them at c=$CREF | $a req/s vs $b tx/s = $(get post-hot "$CREF" 13)× | - |"
-    a="$(get poll-tail "$CREF" 3)" b="$(get poll-tail "$CREF" 12)"
-    echo "| polling GET, nothing new ≥ 0.5× hello-world at c=$CREF | $a vs $b req/s = $(get poll-tail "$CREF" 13)× | $(verdict 'a >= 0.5 * b' "$a" "$b") |"
-    a="$(get poll-new "$CREF" 3)" b="$(get poll-new "$CREF" 12)"
-    echo "| GET with new messages ≥ 0.8× pgbench query at c=$CREF | $a req/s vs $b q/s = $(get poll-new "$CREF" 13)× | $(verdict 'a >= 0.8 * b' "$a" "$b") |"
-    mb1="$(awk -v k="$MEM_RSS1" 'BEGIN {printf "%.1f", k / 1024}')"
-    if ((MEM_ALIVE1 >= 100000)); then
-        echo "| 100,000 live ticket actors ≤ 300 MB RSS | $MEM_ALIVE1 actors, $mb1 MB | $(verdict 'a <= 300' "$mb1" 0) |"
-    else
-        echo "| 100,000 live ticket actors ≤ 300 MB RSS | only $MEM_ALIVE1 actors live ($mb1 MB) | not measured at 100k |"
+    if want post-spread; then
+        a="$(get post-spread "$CREF" 3)" b="$(get post-spread "$CREF" 12)" p99="$(get post-spread "$CREF" 5)"
+        v1="$(verdict 'a >= b' "$a" "$b")"
+        v2="$(verdict 'a <= 25' "$p99" 0)"
+        echo "| POST (spread) ≥ 1.0× pgbench transaction at c=$CREF | $a req/s vs $b tx/s = $(get post-spread "$CREF" 13)× | $v1 |"
+        echo "| POST (spread) p99 ≤ 25 ms at c=$CREF | p99 $p99 ms | $v2 |"
+    fi
+    if want post-hot; then
+        a="$(get post-hot "$CREF" 3)" b="$(get post-hot "$CREF" 12)"
+        echo "| (no target) POST to hot tickets vs pgbench on them at c=$CREF | $a req/s vs $b tx/s = $(get post-hot "$CREF" 13)× | - |"
+    fi
+    if want poll-tail; then
+        a="$(get poll-tail "$CREF" 3)" b="$(get poll-tail "$CREF" 12)"
+        echo "| polling GET, nothing new ≥ 0.5× hello-world at c=$CREF | $a vs $b req/s = $(get poll-tail "$CREF" 13)× | $(verdict 'a >= 0.5 * b' "$a" "$b") |"
+    fi
+    if want poll-new; then
+        a="$(get poll-new "$CREF" 3)" b="$(get poll-new "$CREF" 12)"
+        echo "| GET with new messages ≥ 0.8× pgbench query at c=$CREF | $a req/s vs $b q/s = $(get poll-new "$CREF" 13)× | $(verdict 'a >= 0.8 * b' "$a" "$b") |"
+    fi
+    if want v1-mix; then
+        a="$(get v1-mix "$CREF" 3)" b="$(get v1-mix "$CREF" 12)"
+        echo "| (no target) posthog-js polls and sends ($V1_POLLS:1) vs hello-world at c=$CREF | $a vs $b req/s = $(get v1-mix "$CREF" 13)× (p99 $(get v1-mix "$CREF" 5) ms) | - |"
+    fi
+    if want memory; then
+        mb1="$(mb "$MEM_RSS1")"
+        if ((MEM_ALIVE1 >= 100000)); then
+            echo "| 100,000 live ticket actors ≤ 300 MB RSS | $MEM_ALIVE1 actors, $mb1 MB | $(verdict 'a <= 300' "$mb1" 0) |"
+        else
+            echo "| 100,000 live ticket actors ≤ 300 MB RSS | only $MEM_ALIVE1 actors live ($mb1 MB) | not measured at 100k |"
+        fi
+    fi
+    if want sse-memory; then
+        mb2="$(mb "$SSE_RSS2")"
+        if ((SSE_OPEN >= 10000)); then
+            echo "| 10,000 open SSE streams ≤ 200 MB RSS | $SSE_OPEN streams, $mb2 MB ($SSE_BYTES_PER bytes per stream) | $(verdict 'a <= 200' "$mb2" 0) |"
+        else
+            echo "| 10,000 open SSE streams ≤ 200 MB RSS | only $SSE_OPEN streams open ($mb2 MB, $SSE_BYTES_PER bytes per stream) | not measured at 10,000 |"
+        fi
     fi
     w="$(get post-spread 1 14)"
     a="${w%%|*}" b="${w#*|}"
@@ -610,13 +893,17 @@ CREF=64
         echo "| POST at c=1 within 1 ms of pgbench at c=1 (mean latency) | $a ms vs $b ms (+$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.3f", a - b}') ms) | $(verdict 'a - b <= 1' "$a" "$b") |"
     fi
     echo
+    if ((ERROR_LINES > 0)); then
+        echo "colloquy logged $ERROR_LINES lines with ERROR or \"panicked\" during the run."
+        echo
+    fi
     if ((${#FAILURES[@]})); then
         echo "## Failures"
         echo
         for f in "${FAILURES[@]}"; do echo "- $f"; done
         echo
     fi
-    if [[ -f "$ROOT/bench/NOTES.md" ]] && ! ((SMOKE)); then
+    if [[ -f "$ROOT/bench/NOTES.md" ]] && ! ((SMOKE)) && [[ "$(tr ' ' '\n' <<<"$LOADS" | sort -u | xargs)" == "$(tr ' ' '\n' <<<"$ALL_LOADS" | sort -u | xargs)" ]]; then
         cat "$ROOT/bench/NOTES.md"
     fi
 } >"$OUT.tmp"

@@ -8,6 +8,7 @@
 -- Status classes are counted in response() and summed over threads in done(), which prints
 --   BENCH_RESULT requests=… duration_us=… mean_us=… p50_us=… p99_us=… max_us=…
 --                non2xx=… s5xx=… s4xx=… sock_errors=… codes=<status:count,…|->
+--                [name=… for each of the script's extra counters]
 -- for scripts/bench.sh to parse.
 local M = {}
 
@@ -30,9 +31,12 @@ function M.q(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", string.byte(c)) end))
 end
 
--- Installs setup/init/response/done with status counting. `on_init(tid, nthreads)` runs
--- in each thread after the rows are loaded.
-function M.install(on_init)
+-- Installs setup/init/response/done with status counting. `on_init(tid, nrows)` runs
+-- in each thread after the rows are loaded. `extra` names global per-thread counters (set
+-- to 0 before on_init) that done() sums over the threads and appends as name=value.
+-- A script may define after_response(status, headers, body), called for every answer.
+function M.install(on_init, extra)
+  extra = extra or {}
   local threads = {}
   local counter = 0
 
@@ -48,6 +52,7 @@ function M.install(on_init)
     math.randomseed((tid or 1) * 7919 + os.time())
     s2xx, s4xx, s5xx, other = 0, 0, 0, 0
     codes = {}
+    for _, name in ipairs(extra) do _G[name] = 0 end
     if on_init then on_init(tid or 1, #rows) end
   end
 
@@ -65,7 +70,7 @@ function M.install(on_init)
     else
       other = other + 1
     end
-    if after_response then after_response(status) end
+    if after_response then after_response(status, headers, body) end
   end
 
   done = function(summary, latency, requests)
@@ -82,12 +87,19 @@ function M.install(on_init)
     local list = {}
     for code, n in pairs(all) do list[#list + 1] = code .. ":" .. n end
     table.sort(list)
+    local more = ""
+    for _, name in ipairs(extra) do
+      local sum = 0
+      for _, t in ipairs(threads) do sum = sum + (t:get(name) or 0) end
+      more = more .. string.format(" %s=%d", name, sum)
+    end
     io.write(string.format(
       "BENCH_RESULT requests=%d duration_us=%d mean_us=%.1f p50_us=%d p99_us=%d max_us=%d " ..
-      "non2xx=%d s5xx=%d s4xx=%d sock_errors=%d codes=%s\n",
+      "non2xx=%d s5xx=%d s4xx=%d sock_errors=%d codes=%s%s\n",
       summary.requests, summary.duration, latency.mean, latency:percentile(50),
       latency:percentile(99), latency.max, c4 + c5 + co, c5, c4,
-      e.connect + e.read + e.write + e.timeout, #list > 0 and table.concat(list, ",") or "-"))
+      e.connect + e.read + e.write + e.timeout, #list > 0 and table.concat(list, ",") or "-",
+      more))
   end
 end
 
