@@ -31,7 +31,6 @@ pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
     ),
     security(("admin_token" = []))
 )]
-#[tracing::instrument(skip_all)]
 async fn create_team(
     req: HttpRequest,
     payload: web::Payload,

@@ -259,7 +259,6 @@ async fn erase_person(
     ),
     security(("operator_key" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn post_reply(
     req: HttpRequest,
     path: web::Path<String>,

@@ -72,7 +72,13 @@ pub async fn observe_request(
     // Formatted once, for the span and the header.
     let mut id_buf = uuid::Uuid::encode_buffer();
     let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
-    let span = tracing::info_span!("request", request_id, method = %method);
+    // Handlers record `team_id` into this span (`Span::current()`): one span per request.
+    let span = tracing::info_span!(
+        "request",
+        request_id,
+        method = %method,
+        team_id = tracing::field::Empty
+    );
     let mut res = next
         .call(req)
         .instrument(span.clone())

@@ -56,7 +56,6 @@ fn restore_link(request_url: &str, token: &str) -> String {
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 pub async fn request(
     req: HttpRequest,
     payload: web::Payload,
@@ -131,7 +130,6 @@ pub async fn request(
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 pub async fn redeem(
     req: HttpRequest,
     payload: web::Payload,

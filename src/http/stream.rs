@@ -52,7 +52,6 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 pub async fn stream(
     req: HttpRequest,
     path: web::Path<String>,

@@ -145,7 +145,6 @@ pub(super) fn read_check(team: &Team, what: &str, distinct_id: &DistinctId) -> R
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn post_message(
     req: HttpRequest,
     payload: web::Payload,
@@ -399,7 +398,6 @@ fn visitor_body(
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn get_messages(
     req: HttpRequest,
     path: web::Path<String>,
@@ -476,7 +474,6 @@ struct TicketsPage {
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn get_tickets(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -545,7 +542,6 @@ async fn get_tickets(
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn mark_read(
     req: HttpRequest,
     path: web::Path<String>,
@@ -606,7 +602,6 @@ pub(super) async fn mark_read_by(
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn typing(
     req: HttpRequest,
     payload: web::Payload,

@@ -184,7 +184,6 @@ fn truthy(v: Option<&Value>) -> bool {
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn post_message(
     req: HttpRequest,
     payload: web::Payload,
@@ -361,7 +360,6 @@ fn v1_message(m: &StoredMessage) -> Value {
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn get_messages(
     req: HttpRequest,
     path: web::Path<String>,
@@ -419,7 +417,6 @@ async fn get_messages(
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn mark_read(
     req: HttpRequest,
     path: web::Path<String>,
@@ -462,7 +459,6 @@ async fn mark_read(
     ),
     security(("widget_token" = []))
 )]
-#[tracing::instrument(skip_all, fields(team_id))]
 async fn get_tickets(
     req: HttpRequest,
     state: web::Data<AppState>,
