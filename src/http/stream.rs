@@ -178,7 +178,7 @@ impl Feed {
 }
 
 fn events(
-    sub: Subscription,
+    mut sub: Subscription,
     resume: Option<DateTime<Utc>>,
     open: OpenStream,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
@@ -186,7 +186,7 @@ fn events(
     heartbeat.reset();
     let feed = Feed {
         status: Some(sub.status.as_str().to_owned()),
-        replay: sub.replay.iter().cloned().collect(),
+        replay: std::mem::take(&mut sub.replay).into(),
         sub,
         last: resume,
         heartbeat,
@@ -205,7 +205,7 @@ fn events(
         }
         loop {
             let bytes = tokio::select! {
-                event = feed.sub.events.recv() => match event? {
+                event = feed.sub.next() => match event? {
                     TicketEvent::Message(m) => match feed.message(&m) {
                         Some(b) => b,
                         None => continue,

@@ -19,7 +19,8 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// Appends one message to the ticket, after checking the request may.
@@ -67,8 +68,9 @@ pub struct Drain;
 /// Something that happened to a ticket, as its live subscribers (SSE streams) see it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TicketEvent {
-    /// A committed message (private notes only reach operator subscribers).
-    Message(StoredMessage),
+    /// A committed message (private notes only reach operator subscribers). Shared: one
+    /// copy however many streams watch the ticket, and a small slot in each stream's queue.
+    Message(Arc<StoredMessage>),
     /// The status changed.
     Status(TicketStatus),
     /// Someone is typing: the visitor (`customer: true`) or an operator.
@@ -115,28 +117,41 @@ pub struct Subscribe {
     pub include_private: bool,
 }
 
-/// A live subscription. Messages in `replay` and in `events` may overlap (a commit can land
-/// while the replay is read): consumers skip messages not after the last they passed on.
-#[derive(Debug)]
+/// A live subscription. Messages in `replay` and from [`Subscription::next`] may overlap (a
+/// commit can land while the replay is read): consumers skip messages not after the last
+/// they passed on.
 pub struct Subscription {
     /// Current status.
     pub status: TicketStatus,
     /// Messages after the requested point, ascending.
     pub replay: Vec<StoredMessage>,
-    /// Events from now on; closed when the subscriber falls behind (it should reconnect
-    /// with `Last-Event-ID` and be replayed what it missed) or the actor stops.
-    pub events: mpsc::Receiver<TicketEvent>,
+    events: broadcast::Receiver<TicketEvent>,
+    include_private: bool,
+    shared: Arc<Shared>,
 }
 
-/// Events a subscriber may have waiting before it counts as gone.
+impl Subscription {
+    /// The next event; `None` once the subscriber fell behind (counted as dropped: it should
+    /// reconnect with `Last-Event-ID` and be replayed what it missed) or the actor stopped.
+    pub async fn next(&mut self) -> Option<TicketEvent> {
+        loop {
+            match self.events.recv().await {
+                Ok(TicketEvent::Message(m)) if m.is_private && !self.include_private => {}
+                Ok(event) => return Some(event),
+                Err(RecvError::Lagged(_)) => {
+                    self.shared.stats.dropped();
+                    return None;
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// Events a subscriber may fall behind by before it is cut off.
 const SUBSCRIBER_BUFFER: usize = 64;
 /// Live subscribers per ticket.
 const MAX_SUBSCRIBERS: usize = 20_000;
-
-struct Subscriber {
-    tx: mpsc::Sender<TicketEvent>,
-    include_private: bool,
-}
 
 struct Pending {
     message: NewMessage,
@@ -152,7 +167,10 @@ pub struct TicketActor {
     last_used: Instant,
     draining: bool,
     drained: Vec<oneshot::Sender<()>>,
-    subscribers: Vec<Subscriber>,
+    /// One channel for all of the ticket's subscribers, while it has any: an event is
+    /// stored once (messages behind an `Arc`) however many streams watch, and a stream
+    /// costs a receiver, not a queue of its own.
+    subscribers: Option<broadcast::Sender<TicketEvent>>,
     gone: bool,
     view: Arc<ViewCell>,
     shared: Arc<Shared>,
@@ -175,7 +193,7 @@ impl TicketActor {
             last_used: Instant::now(),
             draining: false,
             drained: Vec::new(),
-            subscribers: Vec::new(),
+            subscribers: None,
             gone: false,
             view,
             shared,
@@ -255,7 +273,7 @@ impl TicketActor {
                     self.state.last_created_at = Some(last.created_at);
                 }
                 for m in &stored {
-                    self.broadcast(&TicketEvent::Message(m.clone()));
+                    self.broadcast(&TicketEvent::Message(Arc::new(m.clone())));
                 }
                 self.recent.extend(outcome.prev_last_created_at, stored);
                 self.publish();
@@ -305,25 +323,15 @@ impl TicketActor {
         }
     }
 
-    /// Hands an event to every subscriber without waiting; one that is full or gone is
-    /// dropped (it reconnects and is replayed what it missed), so a slow client never
+    /// Hands an event to every subscriber without waiting; one that falls too far behind
+    /// is cut off (it reconnects and is replayed what it missed), so a slow client never
     /// holds up the ticket or the others.
     fn broadcast(&mut self, event: &TicketEvent) {
-        let private = matches!(event, TicketEvent::Message(m) if m.is_private);
-        let stats = &self.shared.stats;
-        self.subscribers.retain(|s| {
-            if private && !s.include_private {
-                return true;
+        if let Some(tx) = &self.subscribers {
+            if tx.send(event.clone()).is_err() {
+                self.subscribers = None; // nobody listens any more
             }
-            match s.tx.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    stats.dropped();
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        }
     }
 
     fn fail_pending(&mut self, err: TicketError) {
@@ -346,9 +354,15 @@ impl TicketActor {
         if self.view.take_read() {
             self.last_used = Instant::now();
         }
-        self.subscribers.retain(|s| !s.tx.is_closed());
-        let idle = self.last_used.elapsed() >= self.shared.config.idle_after
-            && self.subscribers.is_empty();
+        if self
+            .subscribers
+            .as_ref()
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            self.subscribers = None;
+        }
+        let idle =
+            self.last_used.elapsed() >= self.shared.config.idle_after && self.subscribers.is_none();
         if idle && !self.in_flight && self.pending.is_empty() {
             self.shared.stats.evicted();
             self.evict(ctx);
@@ -456,7 +470,7 @@ impl Handler<Evict> for TicketActor {
 
     fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
         self.gone = true;
-        self.subscribers.clear();
+        self.subscribers = None; // their streams end
         self.recent.invalidate();
         self.publish();
         self.evict(ctx);
@@ -485,16 +499,15 @@ impl Handler<Subscribe> for TicketActor {
         if let Err(e) = self.check_access(msg.team_id, msg.visitor.as_ref()) {
             return Box::pin(async move { Err(e) });
         }
-        self.subscribers.retain(|s| !s.tx.is_closed());
-        if self.subscribers.len() >= MAX_SUBSCRIBERS {
+        let tx = self
+            .subscribers
+            .get_or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0);
+        if tx.receiver_count() >= MAX_SUBSCRIBERS {
             self.shared.stats.dropped();
             return Box::pin(async { Err(TicketError::Overloaded) });
         }
-        let (tx, events) = mpsc::channel(SUBSCRIBER_BUFFER);
-        self.subscribers.push(Subscriber {
-            tx,
-            include_private: msg.include_private,
-        });
+        let events = tx.subscribe();
+        let (include_private, shared) = (msg.include_private, Arc::clone(&self.shared));
         let status = self.state.status;
         // Replay everything the subscriber missed, however much it is.
         let limit = usize::MAX / 2;
@@ -504,6 +517,8 @@ impl Handler<Subscribe> for TicketActor {
                     status,
                     replay: page.messages,
                     events,
+                    include_private,
+                    shared,
                 })
             });
         }
@@ -517,6 +532,8 @@ impl Handler<Subscribe> for TicketActor {
                 status,
                 replay: page.messages,
                 events,
+                include_private,
+                shared,
             })
         })
     }
