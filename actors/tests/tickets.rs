@@ -351,3 +351,37 @@ async fn polls_through_the_view_keep_a_ticket_actor_from_idle_eviction() {
     assert!(tickets.is_live(ticket), "a polled ticket stays live");
     assert_eq!(tickets.stats().evictions, 0);
 }
+
+#[actix_rt::test]
+async fn a_subscriber_that_falls_behind_is_cut_off_and_counted() {
+    let store = Arc::new(MemoryStore::default());
+    let tickets = Tickets::start(store, TicketConfig::default());
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    let mut slow = tickets
+        .subscribe(team, ticket, Some(visitor()), None, false)
+        .await
+        .unwrap();
+    let mut keeping_up = tickets
+        .subscribe(team, ticket, Some(visitor()), None, false)
+        .await
+        .unwrap();
+    let mut seen = 0;
+    for i in 0..100 {
+        tickets
+            .append(team, ticket, Some(visitor()), message(&format!("m{i}")))
+            .await
+            .unwrap();
+        // One subscriber reads every event as it comes; the other reads nothing.
+        if keeping_up.next().await.is_some() {
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 100, "a subscriber that keeps up gets every message");
+    let mut got = 0;
+    while slow.next().await.is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 0, "the one that fell 100 events behind is cut off");
+    assert_eq!(tickets.stats().dropped, 1, "and counted as dropped");
+}
