@@ -77,7 +77,11 @@ impl Application {
             server = server.workers(n);
         }
         let server = server.listen(listener)?.run();
-        stop_on_signal(server.handle(), state.draining.clone());
+        stop_on_signal(
+            server.handle(),
+            state.draining.clone(),
+            state.tickets.clone(),
+        );
         tracing::info!("listening on http://{}:{port}", settings.bind.ip());
         Ok(Self {
             port,
@@ -107,11 +111,13 @@ impl Application {
 /// closed socket in the middle of a request.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// On SIGTERM or SIGINT: drain (new requests get 503), then stop accepting and let in-flight
-/// requests finish (`run_until_stopped` then drains the actors).
+/// On SIGTERM or SIGINT: drain (new requests get 503), end the open SSE streams (they would
+/// otherwise hold the server for its whole shutdown timeout), then stop accepting and let
+/// in-flight requests finish (`run_until_stopped` then drains the actors).
 fn stop_on_signal(
     server: actix_web::dev::ServerHandle,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    tickets: Tickets,
 ) {
     actix_web::rt::spawn(async move {
         use actix_web::rt::signal::unix::{signal, SignalKind};
@@ -132,6 +138,7 @@ fn stop_on_signal(
         }
         draining.store(true, std::sync::atomic::Ordering::SeqCst);
         actix_web::rt::time::sleep(DRAIN_GRACE).await;
+        tickets.end_streams().await;
         server.stop(true).await;
     });
 }

@@ -223,3 +223,59 @@ async fn writers_on_many_tickets_share_commits_and_each_ticket_stays_exact() {
         .await;
     assert!(widest >= 2, "no transaction carried two tickets' messages");
 }
+
+#[actix_web::test]
+async fn a_ticket_deleted_under_its_actor_is_not_found_and_the_writes_beside_it_land() {
+    // Arrange: live actors on 9 tickets; then one ticket's row disappears behind its actor's
+    // back (another node erased it).
+    let app = spawn_app().await;
+    let team = app.create_unlimited_team().await;
+    let mut tickets = Vec::new();
+    for v in 0..9 {
+        let visitor = format!("beside-{v}@example.com");
+        let ticket = app.open_ticket(&team.token, &visitor, "first").await;
+        tickets.push((visitor, ticket));
+    }
+    let (gone_visitor, gone) = tickets[0].clone();
+    app.db()
+        .await
+        .execute(&format!("DELETE FROM tickets WHERE id = '{gone}'"), &[])
+        .await
+        .unwrap();
+
+    // Act: a write to every ticket at once, so they share transactions.
+    let writes: Vec<_> = tickets
+        .iter()
+        .cloned()
+        .map(|(visitor, ticket)| {
+            let (client, address, token) =
+                (app.client.clone(), app.address.clone(), team.token.clone());
+            actix_web::rt::spawn(async move {
+                client
+                    .post(format!("{address}/api/conversations/widget/message"))
+                    .header("X-Conversations-Token", &token)
+                    .json(&json!({"distinct_id": visitor, "ticket_id": ticket, "message": "again"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for w in writes {
+        statuses.push(w.await.unwrap());
+    }
+
+    // Assert
+    assert_eq!(statuses[0], 404, "{gone_visitor}'s ticket is gone");
+    assert!(
+        statuses[1..].iter().all(|s| *s == 201),
+        "the others are stored: {statuses:?}"
+    );
+    let stored = app
+        .count("SELECT count(*) FROM messages WHERE content = 'again'")
+        .await;
+    assert_eq!(stored, 8);
+}

@@ -10,9 +10,27 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
-#[actix_web::test]
-async fn sigterm_under_load_keeps_every_acknowledged_message_and_answers_every_request() {
-    // Arrange: the real binary on a fresh database.
+/// The real binary on a fresh database, with a team whose limits the tests do not meet.
+struct Running {
+    child: std::process::Child,
+    base_url: String,
+    client: reqwest::Client,
+    token: String,
+    cfg: tokio_postgres::Config,
+}
+
+impl Running {
+    fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+async fn start_binary() -> Running {
     let server = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let base = tokio_postgres::Config::from_str(&server).unwrap();
@@ -78,6 +96,26 @@ async fn sigterm_under_load_keeps_every_acknowledged_message_and_answers_every_r
         .await
         .unwrap();
     let token = team["public_token"].as_str().unwrap().to_owned();
+
+    Running {
+        child,
+        base_url,
+        client,
+        token,
+        cfg,
+    }
+}
+
+#[actix_web::test]
+async fn sigterm_under_load_keeps_every_acknowledged_message_and_answers_every_request() {
+    // Arrange: the real binary on a fresh database.
+    let Running {
+        mut child,
+        base_url,
+        client,
+        token,
+        cfg,
+    } = start_binary().await;
 
     // Act: 16 writers post until the server is gone; SIGTERM after half a second.
     let writers: Vec<_> = (0..16)
@@ -160,5 +198,73 @@ async fn sigterm_under_load_keeps_every_acknowledged_message_and_answers_every_r
         lost.is_empty(),
         "{} acknowledged messages lost: {lost:?}",
         lost.len()
+    );
+}
+
+#[actix_web::test]
+async fn sigterm_ends_open_streams_so_the_server_stops_without_waiting_out_its_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Arrange: 20 visitors, each with an open SSE stream read as an EventSource would: one
+    // raw HTTP/1.1 connection per stream.
+    let mut app = start_binary().await;
+    let host = app.base_url.trim_start_matches("http://").to_owned();
+    let mut streams = Vec::new();
+    for v in 0..20 {
+        let visitor = format!("streamer{v}@example.com");
+        let opened: Value = app
+            .client
+            .post(format!("{}/api/conversations/widget/message", app.base_url))
+            .header("X-Conversations-Token", &app.token)
+            .json(&json!({"distinct_id": visitor, "message": "hello"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ticket = opened["ticket_id"].as_str().unwrap();
+        let mut conn = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let request = format!(
+            "GET /api/conversations/widget/stream/{ticket}?distinct_id={visitor}&token={} HTTP/1.1\r\n\
+             Host: {host}\r\nAccept: text/event-stream\r\n\r\n",
+            app.token
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 4096];
+        let n = conn.read(&mut head).await.unwrap();
+        let head = String::from_utf8_lossy(&head[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 200"), "stream opened: {head}");
+        streams.push(conn);
+    }
+
+    // Act
+    let signalled = std::time::Instant::now();
+    app.sigterm();
+
+    // Assert: every stream ends with the chunked body's last chunk (the server ended it; the
+    // client reconnects elsewhere), and the server exits well before its 10 s shutdown
+    // timeout, which open streams used to make it wait out (12 s with 4,000 streams).
+    for mut conn in streams {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("a stream was cut off: {e}"),
+            }
+        }
+        assert!(
+            got.ends_with(b"0\r\n\r\n"),
+            "the stream ended with its last chunk: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let status = app.child.wait().expect("the server exits");
+    assert!(status.success(), "a clean exit after SIGTERM, got {status}");
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "the server took {took:?} to stop: open streams held it"
     );
 }

@@ -88,6 +88,12 @@ pub enum TicketEvent {
 #[rtype(result = "()")]
 pub struct Refresh(pub TicketFacts);
 
+/// Ends the ticket's live streams (at shutdown, so open SSE connections do not hold the
+/// server until its timeout; clients reconnect elsewhere and are replayed what they missed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndStreams;
+
 /// The ticket was deleted: stop and never come back.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -474,6 +480,14 @@ impl Handler<Evict> for TicketActor {
         self.recent.invalidate();
         self.publish();
         self.evict(ctx);
+    }
+}
+
+impl Handler<EndStreams> for TicketActor {
+    type Result = ();
+
+    fn handle(&mut self, _: EndStreams, _: &mut Self::Context) {
+        self.subscribers = None;
     }
 }
 

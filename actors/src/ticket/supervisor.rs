@@ -6,8 +6,8 @@
 //! the registry and drains every ticket at shutdown.
 
 use super::actor::{
-    Append, Appended, Drain, Evict, Refresh, Subscribe, Subscription, TicketActor, TicketPage,
-    Typing,
+    Append, Appended, Drain, EndStreams, Evict, Refresh, Subscribe, Subscription, TicketActor,
+    TicketPage, Typing,
 };
 use super::view::{View, ViewCell};
 use super::{Recent, TicketError};
@@ -259,6 +259,11 @@ impl Tickets {
         let _ = self.supervisor.send(DrainAll).await;
     }
 
+    /// Ends every live stream (at shutdown).
+    pub async fn end_streams(&self) {
+        let _ = self.supervisor.send(EndAllStreams).await;
+    }
+
     async fn ask<M>(&self, addr: Addr<TicketActor>, msg: M) -> Result<M::Result, TicketError>
     where
         M: Message + Send + 'static,
@@ -338,6 +343,11 @@ pub struct TicketSupervisor {
 #[rtype(result = "()")]
 struct DrainAll;
 
+/// Ends the streams of every live ticket actor; answers when all have.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct EndAllStreams;
+
 impl Actor for TicketSupervisor {
     type Context = Context<Self>;
 
@@ -365,6 +375,22 @@ impl Handler<DrainAll> for TicketSupervisor {
             });
             futures_join_all(drains).await;
         })
+    }
+}
+
+impl Handler<EndAllStreams> for TicketSupervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: EndAllStreams, _: &mut Self::Context) -> Self::Result {
+        let addrs: Vec<Addr<TicketActor>> = self
+            .shared
+            .registry
+            .iter()
+            .map(|e| e.value().addr.clone())
+            .collect();
+        Box::pin(futures_join_all(addrs.into_iter().map(|a| async move {
+            let _ = a.send(EndStreams).await;
+        })))
     }
 }
 
