@@ -552,12 +552,15 @@ want poll-new && walk page
 want v1-mix && walk v1 BENCH_SURFACE=v1
 
 declare -A HELLO_RPS V1_SENDS V1_POLLS_OK V1_PG V1_PG_LABEL
-if ((NEED_HELLO)); then
-    for c in $CONC; do
-        TARGET=hello URL="http://127.0.0.1:$HELLO_PORT" run_wrk hello hello.lua "" "$c"
-        HELLO_RPS[$c]="$R_rps"
-        record hello "$c" - - ""
-    done
+hello_at() { # C: the HTTP floor at this concurrency
+    TARGET=hello URL="http://127.0.0.1:$HELLO_PORT" run_wrk hello hello.lua "" "$1"
+    HELLO_RPS[$1]="$R_rps"
+    record hello "$1" - - ""
+}
+# With poll-tail, the floor runs right before each poll-tail point (as the pgbench ceilings
+# run right before their loads), so both see the machine in the same state.
+if ((NEED_HELLO)) && ! want poll-tail; then
+    for c in $CONC; do hello_at "$c"; done
 fi
 
 if want post-spread; then
@@ -574,8 +577,16 @@ if want post-hot; then
         record post-hot "$c" "$(pglabel tx/s "$c")" "$P_tps" "$P_lat_ms"
     done
 fi
+if (want post-spread || want post-hot) && (want poll-tail || want poll-new || want tickets || want v1-mix); then
+    # The write loads leave dirty pages and dead tuples behind: flush them now, so the read
+    # loads do not share the cores with the checkpointer they caused.
+    log "checkpoint after the write loads"
+    pgq "CHECKPOINT" >/dev/null
+    sleep 3
+fi
 if want poll-tail; then
     for c in $CONC; do
+        hello_at "$c"
         run_wrk poll-tail messages.lua "$RUN/tail.tsv" "$c" BENCH_AFTER=tail
         record poll-tail "$c" "hello req/s" "${HELLO_RPS[$c]}" ""
     done
@@ -767,8 +778,8 @@ CREF=64
     echo "quantity, shown with the pgbench ceilings); p50/p99/max are wrk's histogram (not corrected for coordinated omission). \"errors\" counts non-2xx answers"
     echo "plus socket errors/timeouts (status:count in brackets); req/s counts 2xx answers only; \"RSS MB\" is colloquy's peak resident set during the point"
     echo "(VmHWM after resetting it through \`/proc/PID/clear_refs\`, and VmRSS sampled every 0.1 s)."
-    echo "Ceilings run right before their load in the same run; pgbench is capped below \`max_connections\`"
-    echo "(its client count is shown where it is lower than the load's)."
+    echo "Ceilings run right before their load in the same run (hello-world right before each poll-tail point); pgbench is capped below \`max_connections\`"
+    echo "(its client count is shown where it is lower than the load's). After the write loads a \`CHECKPOINT\` runs before the read loads."
     echo
     table() { # LOAD TITLE TEXT
         echo "## $2"
@@ -810,7 +821,7 @@ CREF=64
         echo
     fi
     ((NEED_HELLO)) && table hello "HTTP floor: hello-world" \
-        "\`examples/hello.rs\`: actix-web with the same features and release profile, a fixed JSON body."
+        "\`examples/hello.rs\`: actix-web with the same features, allocator (mimalloc) and release profile, a fixed JSON body, no routing or middleware."
 
     if want memory; then
         echo "## Memory: live ticket actors"

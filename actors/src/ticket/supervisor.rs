@@ -248,7 +248,18 @@ impl Tickets {
         ticket_id: Uuid,
         visitor: Option<&VisitorKey>,
     ) -> Result<Arc<View>, TicketError> {
-        let view = self.actor(team_id, ticket_id).await?.view.load();
+        // The common case, a live ticket, without cloning its actor's address (an atomic
+        // count shared by both worker threads) and without awaiting.
+        let live_view = self
+            .shared
+            .registry
+            .get(&ticket_id)
+            .filter(|l| l.addr.connected())
+            .map(|l| l.view.load());
+        let view = match live_view {
+            Some(view) => view,
+            None => self.actor(team_id, ticket_id).await?.view.load(),
+        };
         self.shared.stats.handled();
         view.check_access(team_id, visitor)?;
         Ok(view)
