@@ -231,7 +231,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         team_id: Uuid,
         ticket_id: Uuid,
-        batch: &[NewMessage],
+        batch: Vec<NewMessage>,
     ) -> Result<AppendOutcome, StoreError>;
 
     /// Messages strictly after `after`, ascending, at most `limit`.

@@ -76,7 +76,7 @@ impl Store for MemoryStore {
         &self,
         team_id: Uuid,
         ticket_id: Uuid,
-        batch: &[NewMessage],
+        batch: Vec<NewMessage>,
     ) -> Result<AppendOutcome, StoreError> {
         tokio::time::sleep(self.delay).await;
         self.batches.lock().unwrap().push(batch.len());

@@ -97,13 +97,13 @@ impl PgStore {
         &self,
         team_id: Uuid,
         ticket_id: Uuid,
-        batch: &[NewMessage],
+        batch: Vec<NewMessage>,
     ) -> Result<AppendOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             team_id,
             ticket_id,
-            batch: batch.to_vec(),
+            batch,
             reply,
         };
         match self.commits.get() {

@@ -306,7 +306,7 @@ impl Store for PgStore {
         &self,
         team_id: Uuid,
         ticket_id: Uuid,
-        batch: &[NewMessage],
+        batch: Vec<NewMessage>,
     ) -> Result<AppendOutcome, StoreError> {
         self.group_commit(team_id, ticket_id, batch).await
     }

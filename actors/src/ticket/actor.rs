@@ -241,7 +241,7 @@ impl TicketActor {
         let (team_id, ticket_id) = (self.state.team_id, self.state.id);
         let timeout = self.shared.config.write_timeout;
         let write = async move {
-            match tokio::time::timeout(timeout, store.append(team_id, ticket_id, &messages)).await {
+            match tokio::time::timeout(timeout, store.append(team_id, ticket_id, messages)).await {
                 Ok(res) => res,
                 Err(_) => Err(StoreError::Unavailable("append timed out".into())),
             }

@@ -370,22 +370,33 @@ impl Actor for TicketSupervisor {
     }
 }
 
+impl TicketSupervisor {
+    /// Sends `make()` to every live ticket actor; done when all have handled it.
+    fn tell_all<M>(&self, make: impl Fn() -> M) -> ResponseFuture<()>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        TicketActor: Handler<M>,
+    {
+        let sends: Vec<_> = self
+            .shared
+            .registry
+            .iter()
+            .map(|e| {
+                let (addr, msg) = (e.value().addr.clone(), make());
+                async move {
+                    let _ = addr.send(msg).await;
+                }
+            })
+            .collect();
+        Box::pin(futures_join_all(sends))
+    }
+}
+
 impl Handler<DrainAll> for TicketSupervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: DrainAll, _: &mut Self::Context) -> Self::Result {
-        let addrs: Vec<Addr<TicketActor>> = self
-            .shared
-            .registry
-            .iter()
-            .map(|e| e.value().addr.clone())
-            .collect();
-        Box::pin(async move {
-            let drains = addrs.into_iter().map(|a| async move {
-                let _ = a.send(Drain).await;
-            });
-            futures_join_all(drains).await;
-        })
+        self.tell_all(|| Drain)
     }
 }
 
@@ -393,15 +404,7 @@ impl Handler<EndAllStreams> for TicketSupervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: EndAllStreams, _: &mut Self::Context) -> Self::Result {
-        let addrs: Vec<Addr<TicketActor>> = self
-            .shared
-            .registry
-            .iter()
-            .map(|e| e.value().addr.clone())
-            .collect();
-        Box::pin(futures_join_all(addrs.into_iter().map(|a| async move {
-            let _ = a.send(EndStreams).await;
-        })))
+        self.tell_all(|| EndStreams)
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// One published state of a ticket: who may read it, its facts and its recent messages.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct View {
     pub(super) team_id: Uuid,
     owner: VisitorKey,
@@ -39,15 +39,21 @@ impl View {
         }
     }
 
-    fn clone_parts(&self) -> Self {
+    /// This view with `facts` in place of its own.
+    fn with_facts(&self, facts: TicketFacts) -> Self {
         Self {
-            team_id: self.team_id,
-            owner: self.owner.clone(),
-            linked_distinct_id: self.linked_distinct_id.clone(),
+            status: facts.status,
+            unread_customer: facts.unread_customer,
+            version: facts.version,
+            ..self.clone()
+        }
+    }
+
+    fn facts(&self) -> TicketFacts {
+        TicketFacts {
             status: self.status,
             unread_customer: self.unread_customer,
             version: self.version,
-            recent: self.recent.clone(),
         }
     }
 
@@ -112,12 +118,7 @@ impl ViewCell {
         let view = Arc::new(view);
         self.current.rcu(|cur| {
             if cur.version > view.version {
-                Arc::new(View {
-                    status: cur.status,
-                    unread_customer: cur.unread_customer,
-                    version: cur.version,
-                    ..view.clone_parts()
-                })
+                Arc::new(view.with_facts(cur.facts()))
             } else {
                 Arc::clone(&view)
             }
@@ -130,12 +131,7 @@ impl ViewCell {
     pub(super) fn refresh(&self, facts: TicketFacts) {
         self.current.rcu(|cur| {
             if facts.version > cur.version {
-                Arc::new(View {
-                    status: facts.status,
-                    unread_customer: facts.unread_customer,
-                    version: facts.version,
-                    ..cur.clone_parts()
-                })
+                Arc::new(cur.with_facts(facts))
             } else {
                 Arc::clone(cur)
             }
