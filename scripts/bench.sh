@@ -552,8 +552,8 @@ want poll-new && walk page
 want v1-mix && walk v1 BENCH_SURFACE=v1
 
 declare -A HELLO_RPS V1_SENDS V1_POLLS_OK V1_PG V1_PG_LABEL
-hello_at() { # C: the HTTP floor at this concurrency
-    TARGET=hello URL="http://127.0.0.1:$HELLO_PORT" run_wrk hello hello.lua "" "$1"
+hello_at() { # C: the HTTP floor at this concurrency, sent exactly the poll-tail requests
+    TARGET=hello URL="http://127.0.0.1:$HELLO_PORT" run_wrk hello messages.lua "$RUN/tail.tsv" "$1" BENCH_AFTER=tail
     HELLO_RPS[$1]="$R_rps"
     record hello "$1" - - ""
 }
@@ -821,7 +821,7 @@ CREF=64
         echo
     fi
     ((NEED_HELLO)) && table hello "HTTP floor: hello-world" \
-        "\`examples/hello.rs\`: actix-web with the same features, allocator (mimalloc) and release profile, a fixed JSON body, no routing or middleware."
+        "\`examples/hello.rs\`: actix-web with the same features, allocator (mimalloc) and release profile, a fixed JSON body, no routing or middleware; wrk sends it exactly the poll-tail requests (same script, same rows), so both pay the same load-generator and request-size costs."
 
     if want memory; then
         echo "## Memory: live ticket actors"

@@ -4,7 +4,7 @@
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::store::{self, PgStore};
+use crate::store;
 use crate::teams::TeamCache;
 use actix_cors::Cors;
 use actix_web::dev::Server;
@@ -30,12 +30,12 @@ impl Application {
     /// actix System (`#[actix_web::main]` / `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         store::migrate(&settings.database.config).await?;
-        let pool = store::connect(&settings.database)?;
-        let _first = pool
+        let pg = store::connect(&settings.database)?;
+        let _first = pg
+            .pool()
             .get()
             .await
             .context("open a first database connection")?;
-        let pg = PgStore::new(pool);
         pg.start_group_commit();
         let port_store: Arc<dyn Store> = Arc::new(pg.clone());
         let state = AppState {

@@ -125,7 +125,8 @@ impl Metrics {
     }
 
     /// Sets the pool gauges.
-    pub fn set_pool(&self, status: deadpool_postgres::Status) {
+    pub fn set_pool(&self, status: deadpool_postgres::Status, readers: usize) {
+        self.pool.with_label_values(&["reader"]).set(readers as i64);
         let in_use = status.size.saturating_sub(status.available);
         self.pool.with_label_values(&["in_use"]).set(in_use as i64);
         self.pool

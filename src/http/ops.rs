@@ -131,7 +131,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     m.set_actor("rate_limiter", &state.limiters.stats());
     m.set_actor("ticket", &state.tickets.stats());
     m.set_actor("suspicion_detector", &state.suspicion.stats());
-    m.set_pool(state.store.pool().status());
+    m.set_pool(state.store.pool().status(), state.store.read_connections());
     let (flags, blocks) = state.suspicion.verdicts();
     m.set_suspicion(flags, blocks);
     HttpResponse::Ok()

@@ -28,6 +28,21 @@ const INSERT_MESSAGES: &str = "
     DO NOTHING
     RETURNING id";
 
+/// A page of a ticket's messages from the start: `$1` ticket, `$2` team, `$3` include
+/// private notes, `$4` rows to fetch.
+const PAGE_FROM_START: &str = "
+    SELECT id, content, rich_content, author_type, author_name, is_private, created_at
+    FROM messages
+    WHERE ticket_id = $1 AND team_id = $2 AND ($3 OR NOT is_private)
+    ORDER BY created_at LIMIT $4";
+
+/// The same after a point: `$5` the `created_at` to start after.
+const PAGE_AFTER: &str = "
+    SELECT id, content, rich_content, author_type, author_name, is_private, created_at
+    FROM messages
+    WHERE ticket_id = $1 AND team_id = $2 AND ($3 OR NOT is_private) AND created_at > $5
+    ORDER BY created_at LIMIT $4";
+
 const FIND_REPLAY: &str = "
     SELECT ticket_id, id, created_at FROM messages
     WHERE team_id = $1 AND distinct_id = $2 AND client_message_id = $3";
@@ -142,7 +157,7 @@ impl PgStore {
         distinct_id: &str,
         client_message_id: &str,
     ) -> Result<Option<Replay>, StoreError> {
-        let client = self.client().await?;
+        let client = self.reader().await?;
         let stmt = client.prepare_cached(FIND_REPLAY).await.map_err(db_error)?;
         let row = client
             .query_opt(&stmt, &[&team_id, &distinct_id, &client_message_id])
@@ -180,7 +195,7 @@ impl Store for PgStore {
         team_id: Uuid,
         ticket_id: Uuid,
     ) -> Result<Option<TicketState>, StoreError> {
-        let client = self.client().await?;
+        let client = self.reader().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT status, distinct_id, widget_session_id, last_created_at,
@@ -319,27 +334,32 @@ impl Store for PgStore {
         limit: usize,
         include_private: bool,
     ) -> Result<MessagePage, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT id, content, rich_content, author_type, author_name, is_private, created_at
-                 FROM messages
-                 WHERE ticket_id = $1 AND team_id = $2
-                   AND ($3::timestamptz IS NULL OR created_at > $3)
-                   AND ($4 OR NOT is_private)
-                 ORDER BY created_at
-                 LIMIT $5",
-            )
-            .await
-            .map_err(db_error)?;
+        let client = self.reader().await?;
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        let rows = client
-            .query(
-                &stmt,
-                &[&ticket_id, &team_id, &after, &include_private, &fetch],
-            )
-            .await
-            .map_err(db_error)?;
+        // Two statements, not one with `($3 IS NULL OR created_at > $3)`: PostgreSQL plans
+        // such an OR anew on every execution (its generic plan cannot use the index range),
+        // and planning cost more than running the query. These two keep a generic plan.
+        let rows = match after {
+            Some(after) => {
+                let stmt = client.prepare_cached(PAGE_AFTER).await.map_err(db_error)?;
+                client
+                    .query(
+                        &stmt,
+                        &[&ticket_id, &team_id, &include_private, &fetch, &after],
+                    )
+                    .await
+            }
+            None => {
+                let stmt = client
+                    .prepare_cached(PAGE_FROM_START)
+                    .await
+                    .map_err(db_error)?;
+                client
+                    .query(&stmt, &[&ticket_id, &team_id, &include_private, &fetch])
+                    .await
+            }
+        }
+        .map_err(db_error)?;
         let has_more = rows.len() > limit;
         let messages = rows.iter().take(limit).map(message_from_row).collect();
         Ok(MessagePage { messages, has_more })

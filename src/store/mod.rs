@@ -8,6 +8,7 @@ mod blocks;
 mod commit;
 mod messages;
 mod operator;
+mod readers;
 mod restore;
 mod teams;
 mod tickets;
@@ -21,6 +22,7 @@ use crate::config::DatabaseSettings;
 use anyhow::Context;
 use colloquy_actors::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -54,13 +56,15 @@ pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the pool with bounded waits, so an outage answers 503 quickly instead of hanging.
-pub fn connect(db: &DatabaseSettings) -> anyhow::Result<Pool> {
+/// Builds the store: a pool with bounded waits for writes (an outage answers 503 quickly
+/// instead of hanging) and shared per-thread connections for reads.
+pub fn connect(db: &DatabaseSettings) -> anyhow::Result<PgStore> {
     let mut config = db.config.clone();
     config.connect_timeout(CONNECT_TIMEOUT);
     // A runaway statement must not hold a connection (and a ticket's row lock) for long.
     config.options("-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000");
     config.application_name("colloquy");
+    let readers = readers::Readers::new(config.clone());
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -68,36 +72,46 @@ pub fn connect(db: &DatabaseSettings) -> anyhow::Result<Pool> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(db.pool_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(POOL_WAIT))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(POOL_WAIT))
         .build()
-        .context("build the database pool")
+        .context("build the database pool")?;
+    Ok(PgStore {
+        pool,
+        readers: Arc::new(readers),
+        commits: commit::Queue::default(),
+    })
 }
 
-/// The store: a pool and the queries.
+/// The store: a pool for writes, shared connections for reads, and the queries.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Per-thread pipelined connections for single-statement reads (see `readers.rs`).
+    readers: Arc<readers::Readers>,
     /// The group committer's queue, once started (see `commit.rs`).
     commits: commit::Queue,
 }
 
 impl PgStore {
-    /// Wraps a pool.
-    pub fn new(pool: Pool) -> Self {
-        Self {
-            pool,
-            commits: commit::Queue::default(),
-        }
-    }
-
     /// The pool, for readiness checks and metrics.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Read connections open now (one per thread that has read), for metrics.
+    pub fn read_connections(&self) -> usize {
+        self.readers.open_count()
+    }
+
+    /// A connection for one single-statement read (or several independent ones, pipelined),
+    /// shared with the thread's other requests: never a transaction or a `SET`.
+    async fn reader(&self) -> Result<Arc<deadpool_postgres::ClientWrapper>, StoreError> {
+        self.readers.client().await
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {

@@ -77,7 +77,7 @@ impl PgStore {
     }
 
     async fn team_where(&self, condition: &str, digest: &[u8]) -> Result<Option<Team>, StoreError> {
-        let client = self.client().await?;
+        let client = self.reader().await?;
         let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE {condition} = $1");
         let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
         let row = client

@@ -47,7 +47,7 @@ impl PgStore {
         limit: i64,
         offset: i64,
     ) -> Result<TicketListing, StoreError> {
-        let client = self.client().await?;
+        let client = self.reader().await?;
         let (owner, id) = match key {
             VisitorKey::DistinctId(d) => ("distinct_id = $2", d.to_string()),
             VisitorKey::WidgetSession(s) => ("widget_session_id = ($2::text)::uuid", s.to_string()),
@@ -108,7 +108,7 @@ impl PgStore {
         team_id: Uuid,
         ticket_id: Uuid,
     ) -> Result<Option<(TicketStatus, i32)>, StoreError> {
-        let client = self.client().await?;
+        let client = self.reader().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT status, unread_customer_count FROM tickets WHERE id = $1 AND team_id = $2",

@@ -834,3 +834,49 @@ async fn after_with_a_non_utc_offset_means_the_same_instant() {
         "after={shifted} equals {first_at}"
     );
 }
+
+#[actix_web::test]
+async fn reads_recover_by_themselves_when_the_database_drops_every_connection() {
+    let app = spawn_app().await;
+    let team = app.create_unlimited_team().await;
+    let ticket = app.open_ticket(&team.token, "reader", "m0").await;
+    // More than the ticket actor's recent window: reading from the start is a query.
+    post_follow_ups(&app, &team, "reader", &ticket, 12).await;
+    let query = [("distinct_id", "reader")];
+    assert_eq!(
+        contents(&messages_page(&app, &team, &ticket, &query).await).len(),
+        13
+    );
+
+    // A database restart or failover, as the server sees it: every connection is cut.
+    let db = app.db().await;
+    let cut = db
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!cut.is_empty(), "the server had connections to cut");
+
+    // Answers are 200 or a retryable 503 (never a 500), and soon 200 again, without a restart.
+    let mut recovered = false;
+    for _ in 0..40 {
+        let res = app.get_messages(&team.token, &ticket, &query).await;
+        let (status, page) = status_json(res).await;
+        assert!(status == 200 || status == 503, "{status}: {page}");
+        if status == 200 {
+            assert_eq!(contents(&page).len(), 13);
+            recovered = true;
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        recovered,
+        "reads work again once the database accepts connections"
+    );
+    let listing = tickets_page(&app, &team, &[("distinct_id", "reader")]).await;
+    assert_eq!(listing["count"], 1);
+}
