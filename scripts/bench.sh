@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — colloquy's benchmark, one command.
 #
-# Builds colloquy, the hello-world floor (examples/hello.rs) and the SSE client
-# (examples/sse_hold.rs) in release mode, finds a PostgreSQL server (scripts/dev-db.sh, else
-# 127.0.0.1:5432), recreates the database `colloquy_bench`, starts colloquy on it, creates the
-# bench teams through the admin API (rate limits raised), bulk-seeds thousands of teams and
-# tens of thousands of tickets of ~20 messages with SQL (bench/seed.sql), then runs, at each
+# Builds colloquy, the hello-world floor (examples/hello.rs), the SSE client
+# (examples/sse_hold.rs) and the SSE floor (examples/sse_floor.rs) in release mode, finds a
+# PostgreSQL server (scripts/dev-db.sh, else 127.0.0.1:5432), recreates the database
+# `colloquy_bench`, starts colloquy on it, creates the bench teams through the admin API (rate
+# limits raised), bulk-seeds thousands of teams and tens of thousands of tickets of ~20 messages with SQL (bench/seed.sql), then runs, at each
 # concurrency:
 #
 #   post-spread   POST follow-ups spread over many tickets        ceiling: pgbench bench/pgbench/post_tx.sql
@@ -18,7 +18,8 @@
 # and once (each after a restart of colloquy):
 #
 #   memory        100,000 live ticket actors: RSS before/after polling each ticket once
-#   sse-memory    10,000 open SSE streams (4 per ticket): RSS before/after, bytes per stream
+#   sse-memory    10,000 open SSE streams (4 per ticket): RSS before/after, bytes per stream;
+#                 floor: the same streams on examples/sse_floor.rs (actix-web alone)
 #
 # with wrk (bench/lua/*.lua), pgbench and examples/sse_hold.rs, sampling colloquy's RSS (VmHWM
 # reset through /proc/PID/clear_refs when allowed, plus VmRSS sampling), and writes
@@ -170,7 +171,8 @@ fi
 export BENCH_LUA_DIR="$ROOT/bench/lua"
 
 # ---------------------------------------------------------------------------------- cleanup
-COLLOQUY_PID="" HELLO_PID="" SAMPLER_PID="" WALK_PID="" SSE_PID="" ADMIN_URL="" FAILURES=()
+COLLOQUY_PID="" HELLO_PID="" SAMPLER_PID="" WALK_PID="" SSE_PID="" FLOOR_PID="" FLOOR_HOLD_PID=""
+ADMIN_URL="" FAILURES=()
 stop_pid() { # PID [seconds]
     local pid="$1" secs="${2:-20}" i
     [[ -n "$pid" ]] || return 0
@@ -192,6 +194,8 @@ cleanup() {
     stop_pid "$SAMPLER_PID" 2
     stop_pid "$WALK_PID" 5
     stop_pid "$SSE_PID" 5
+    stop_pid "$FLOOR_HOLD_PID" 5
+    stop_pid "$FLOOR_PID" 5
     stop_pid "$HELLO_PID" 5
     stop_pid "$COLLOQUY_PID" 30
     if [[ -n "$ADMIN_URL" && "${BENCH_KEEP:-0}" != 1 ]]; then
@@ -215,15 +219,16 @@ trap 'exit 143' TERM
 if [[ "${BENCH_NO_BUILD:-0}" == 1 ]]; then
     log "BENCH_NO_BUILD=1: using the binaries already in $CARGO_TARGET_DIR/release"
 else
-    log "building (release): colloquy, examples/hello and examples/sse_hold"
-    cargo build --release --quiet --bin colloquy --example hello --example sse_hold
+    log "building (release): colloquy, examples/hello, examples/sse_hold and examples/sse_floor"
+    cargo build --release --quiet --bin colloquy --example hello --example sse_hold --example sse_floor
 fi
 BIN="$CARGO_TARGET_DIR/release/colloquy"
 HELLO="$CARGO_TARGET_DIR/release/examples/hello"
 SSE_HOLD="$CARGO_TARGET_DIR/release/examples/sse_hold"
+SSE_FLOOR="$CARGO_TARGET_DIR/release/examples/sse_floor"
 [[ -x "$BIN" && -x "$HELLO" ]] || die "build produced no $BIN / $HELLO"
-if want sse-memory && [[ ! -x "$SSE_HOLD" ]]; then
-    die "no $SSE_HOLD (BENCH_NO_BUILD=1: cargo build --release --example sse_hold first)"
+if want sse-memory && [[ ! -x "$SSE_HOLD" || ! -x "$SSE_FLOOR" ]]; then
+    die "no $SSE_HOLD or $SSE_FLOOR (BENCH_NO_BUILD=1: cargo build --release --example sse_hold --example sse_floor first)"
 fi
 BUILD_NOTE=""
 if [[ "${BENCH_NO_BUILD:-0}" == 1 ]]; then
@@ -722,6 +727,35 @@ if want sse-memory; then
     if [[ "$SSE_GAUGE2" != "$SSE_OPEN" ]]; then
         log "sse-memory: colloquy_sse_streams_open is $SSE_GAUGE2 while the client holds $SSE_OPEN"
     fi
+
+    # The floor: the same client and streams against examples/sse_floor.rs (actix-web alone,
+    # same build: one event, then the stream stays open), for actix-web's own share.
+    BIND=127.0.0.1:0 WORKERS="$WORKERS_N" "$SSE_FLOOR" >"$RUN/sse_floor.log" 2>&1 &
+    FLOOR_PID=$!
+    FLOOR_PORT="$(wait_port "$FLOOR_PID" "$RUN/sse_floor.log")" || die "sse_floor did not start"
+    floor_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$FLOOR_PID/status" 2>/dev/null || echo 0; }
+    FLOOR_RSS0="$(floor_kb)"
+    "$SSE_HOLD" --addr "127.0.0.1:$FLOOR_PORT" --data "$RUN/sse.tsv" --streams "$SSE_N" \
+        --per-ticket "$SSE_K" >"$RUN/sse_floor_hold.out" 2>"$RUN/sse_floor_hold.err" &
+    FLOOR_HOLD_PID=$!
+    for ((i = 0; i < 3000; i++)); do
+        grep -qs '^BENCH_SSE ' "$RUN/sse_floor_hold.out" && break
+        kill -0 "$FLOOR_HOLD_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 3
+    FLOOR_RSS1="$(floor_kb)"
+    FLOOR_LINE="$(grep -s '^BENCH_SSE ' "$RUN/sse_floor_hold.out" || true)"
+    FLOOR_OPEN="$(sse_field open "$FLOOR_LINE")"
+    kill -TERM "$FLOOR_HOLD_PID" 2>/dev/null || true
+    wait "$FLOOR_HOLD_PID" 2>/dev/null || true
+    kill -TERM "$FLOOR_PID" 2>/dev/null || true
+    wait "$FLOOR_PID" 2>/dev/null || true
+    FLOOR_PID="" FLOOR_HOLD_PID=""
+    : "${FLOOR_OPEN:=0}"
+    FLOOR_BYTES_PER="$(awk -v a="$FLOOR_RSS0" -v b="$FLOOR_RSS1" -v n="$FLOOR_OPEN" 'BEGIN {printf "%.0f", (n > 0 ? (b - a) * 1024 / n : 0)}')"
+    log "sse-memory floor (actix-web alone): $FLOOR_OPEN streams, RSS $((FLOOR_RSS0 / 1024)) MB -> $((FLOOR_RSS1 / 1024)) MB ($FLOOR_BYTES_PER bytes per stream)"
+    ((FLOOR_OPEN == SSE_OPEN)) || fail "sse-memory floor: $FLOOR_OPEN of $SSE_OPEN streams opened on examples/sse_floor"
 fi
 
 ERROR_LINES="$(cat "$RUN/colloquy.previous.log" "$RUN/colloquy.log" 2>/dev/null |
@@ -850,6 +884,8 @@ CREF=64
         echo "| ${SSE_RELEASE_SECS} s after the client left | ${SSE_GAUGE3:-?} | - | $(mb "$SSE_RSS3") |"
         echo
         echo "**$SSE_BYTES_PER bytes per open stream** (RSS growth from opening the streams / streams open: the connection and its actix-web dispatcher and buffers, the stream's state and heartbeat timer, the ticket actor's subscriber entry and channel); **$SSE_BYTES_ALL bytes per stream** with its share of the $((SSE_ALIVE1 - SSE_ALIVE0)) ticket actors. The kernel's socket buffers are not in RSS. colloquy notices that a client has gone only when a write to it fails (the heartbeat every 15 s finds the peer gone, the next one fails): until then the stream, its subscriber and its socket stay."
+        echo
+        echo "Floor, in the same run: the same client and streams against \`examples/sse_floor.rs\` (actix-web alone, the same build and allocator; one event, then the stream stays open): $FLOOR_OPEN streams, RSS $(mb "$FLOOR_RSS0") → $(mb "$FLOOR_RSS1") MB, **$FLOOR_BYTES_PER bytes per stream** — actix-web's own share (the connection, its dispatcher and its 8 KiB read and write buffers); colloquy's own share is the difference, $((SSE_BYTES_PER - FLOOR_BYTES_PER)) bytes."
         echo
         echo "Caps that apply (none was reached): a ticket takes at most 20,000 subscribers (\`MAX_SUBSCRIBERS\` in \`actors/src/ticket/actor.rs\`; then \`503 overloaded\`); actix-web accepts at most 25,000 connections per worker (its default \`max_connections\`; $WORKERS_N workers); opening a stream spends one unit of the visitor's \`read_distinct_id_per_minute\` budget (default 30 a minute, raised for the bench teams; each bench visitor here opens up to $((4 * SSE_K)) streams). There is no cap on streams per visitor or per IP. Open-file limit (\`ulimit -n\`) for colloquy and the client: $NOFILE."
         echo
