@@ -8,8 +8,11 @@ use tracing_subscriber::EnvFilter;
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    // Colours only on a terminal: escape codes are noise in a log file or collector, and
+    // styling every request span's fields cost ~3 % of a tail poll's CPU (perf).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
