@@ -28,21 +28,6 @@ const INSERT_MESSAGES: &str = "
     DO NOTHING
     RETURNING id";
 
-/// A page of a ticket's messages from the start: `$1` ticket, `$2` team, `$3` include
-/// private notes, `$4` rows to fetch.
-const PAGE_FROM_START: &str = "
-    SELECT id, content, rich_content, author_type, author_name, is_private, created_at
-    FROM messages
-    WHERE ticket_id = $1 AND team_id = $2 AND ($3 OR NOT is_private)
-    ORDER BY created_at LIMIT $4";
-
-/// The same after a point: `$5` the `created_at` to start after.
-const PAGE_AFTER: &str = "
-    SELECT id, content, rich_content, author_type, author_name, is_private, created_at
-    FROM messages
-    WHERE ticket_id = $1 AND team_id = $2 AND ($3 OR NOT is_private) AND created_at > $5
-    ORDER BY created_at LIMIT $4";
-
 const FIND_REPLAY: &str = "
     SELECT ticket_id, id, created_at FROM messages
     WHERE team_id = $1 AND distinct_id = $2 AND client_message_id = $3";
@@ -126,7 +111,8 @@ pub(super) fn stored(
     }
 }
 
-fn message_from_row(r: &Row) -> StoredMessage {
+/// A message from a row with its columns by name (`id`, `content`, …).
+pub(super) fn message_from_row(r: &Row) -> StoredMessage {
     StoredMessage {
         id: r.get("id"),
         content: r.get("content"),
@@ -334,34 +320,18 @@ impl Store for PgStore {
         limit: usize,
         include_private: bool,
     ) -> Result<MessagePage, StoreError> {
-        let client = self.reader().await?;
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        // Two statements, not one with `($3 IS NULL OR created_at > $3)`: PostgreSQL plans
-        // such an OR anew on every execution (its generic plan cannot use the index range),
-        // and planning cost more than running the query. These two keep a generic plan.
-        let rows = match after {
-            Some(after) => {
-                let stmt = client.prepare_cached(PAGE_AFTER).await.map_err(db_error)?;
-                client
-                    .query(
-                        &stmt,
-                        &[&ticket_id, &team_id, &include_private, &fetch, &after],
-                    )
-                    .await
-            }
-            None => {
-                let stmt = client
-                    .prepare_cached(PAGE_FROM_START)
-                    .await
-                    .map_err(db_error)?;
-                client
-                    .query(&stmt, &[&ticket_id, &team_id, &include_private, &fetch])
-                    .await
-            }
-        }
-        .map_err(db_error)?;
-        let has_more = rows.len() > limit;
-        let messages = rows.iter().take(limit).map(message_from_row).collect();
+        let mut messages = self
+            .page(super::pages::PageRequest {
+                ticket_id,
+                team_id,
+                after,
+                include_private,
+                fetch,
+            })
+            .await?;
+        let has_more = messages.len() > limit;
+        messages.truncate(limit);
         Ok(MessagePage { messages, has_more })
     }
 

@@ -8,6 +8,7 @@ mod blocks;
 mod commit;
 mod messages;
 mod operator;
+mod pages;
 mod readers;
 mod restore;
 mod teams;
@@ -64,7 +65,15 @@ pub fn connect(db: &DatabaseSettings) -> anyhow::Result<PgStore> {
     // A runaway statement must not hold a connection (and a ticket's row lock) for long.
     config.options("-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000");
     config.application_name("colloquy");
-    let readers = readers::Readers::new(config.clone());
+    // Read statements are written to keep one plan for any parameters; PostgreSQL would
+    // re-plan the page batch on every execution (its array length changes the estimate),
+    // and planning cost more than running it.
+    let mut read_config = config.clone();
+    read_config.options(
+        "-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000 \
+         -c plan_cache_mode=force_generic_plan",
+    );
+    let readers = readers::Readers::new(read_config);
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -83,6 +92,7 @@ pub fn connect(db: &DatabaseSettings) -> anyhow::Result<PgStore> {
     Ok(PgStore {
         pool,
         readers: Arc::new(readers),
+        pages: Arc::default(),
         commits: commit::Queue::default(),
     })
 }
@@ -93,6 +103,8 @@ pub struct PgStore {
     pool: Pool,
     /// Per-thread pipelined connections for single-statement reads (see `readers.rs`).
     readers: Arc<readers::Readers>,
+    /// Message pages waiting to be read together, per thread (see `pages.rs`).
+    pages: Arc<pages::PageQueues>,
     /// The group committer's queue, once started (see `commit.rs`).
     commits: commit::Queue,
 }

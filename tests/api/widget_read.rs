@@ -880,3 +880,47 @@ async fn reads_recover_by_themselves_when_the_database_drops_every_connection() 
     let listing = tickets_page(&app, &team, &[("distinct_id", "reader")]).await;
     assert_eq!(listing["count"], 1);
 }
+
+#[actix_web::test]
+async fn concurrent_reads_of_many_tickets_each_get_exactly_their_own_page() {
+    // Pages that wait together are read in one statement (src/store/pages.rs): no page may
+    // get another ticket's messages, lose its order, or its has_more.
+    let app = spawn_app().await;
+    let team = app.create_unlimited_team().await;
+    let mut tickets = Vec::new();
+    for t in 0..16 {
+        let who = format!("many-{t}");
+        let ticket = app
+            .open_ticket(&team.token, &who, &format!("t{t} m0"))
+            .await;
+        for i in 1..=11 {
+            let res = app
+                .post_message(
+                    &team.token,
+                    &json!({"distinct_id": who, "message": format!("t{t} m{i}"), "ticket_id": ticket}),
+                )
+                .await;
+            assert_eq!(res.status(), 201);
+        }
+        tickets.push((who, ticket));
+    }
+    // From the start (beyond the actors' recent windows: the database), 4 rounds at once.
+    let reads = (0..4)
+        .flat_map(|_| tickets.iter().enumerate())
+        .map(|(t, (who, ticket))| {
+            let (app, team) = (&app, &team);
+            async move {
+                let limit = if t % 2 == 0 { "12" } else { "5" };
+                let page =
+                    messages_page(app, team, ticket, &[("distinct_id", who), ("limit", limit)])
+                        .await;
+                (t, page)
+            }
+        });
+    for (t, page) in futures_util::future::join_all(reads).await {
+        let want: Vec<String> = (0..=11).map(|i| format!("t{t} m{i}")).collect();
+        let n = if t % 2 == 0 { 12 } else { 5 };
+        assert_eq!(contents(&page), want[..n], "ticket {t}");
+        assert_eq!(page["has_more"], t % 2 == 1, "ticket {t}");
+    }
+}
