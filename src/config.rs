@@ -55,7 +55,8 @@ pub struct DatabaseArgs {
     /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/colloquy
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
-    /// Connections in the pool; ~8 is best on 2 cores (more only adds contention).
+    /// Connections in the pool for writes; ~8 is best on 2 cores (more only adds contention).
+    /// Reads use one connection per worker thread besides these (`store/readers.rs`).
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: usize,
 }
