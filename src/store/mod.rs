@@ -34,6 +34,10 @@ mod embedded {
 
 /// How long a request waits for a pooled connection before answering 503.
 const POOL_WAIT: Duration = Duration::from_millis(700);
+/// Every connection's session settings: a runaway statement or an abandoned transaction
+/// must not hold a connection (and a ticket's row lock) for long.
+const SESSION_OPTIONS: &str =
+    "-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000";
 /// How long opening a new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -62,17 +66,15 @@ pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<()> {
 pub fn connect(db: &DatabaseSettings) -> anyhow::Result<PgStore> {
     let mut config = db.config.clone();
     config.connect_timeout(CONNECT_TIMEOUT);
-    // A runaway statement must not hold a connection (and a ticket's row lock) for long.
-    config.options("-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000");
+    config.options(SESSION_OPTIONS);
     config.application_name("colloquy");
     // Read statements are written to keep one plan for any parameters; PostgreSQL would
     // re-plan the page batch on every execution (its array length changes the estimate),
     // and planning cost more than running it.
     let mut read_config = config.clone();
-    read_config.options(
-        "-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000 \
-         -c plan_cache_mode=force_generic_plan",
-    );
+    read_config.options(format!(
+        "{SESSION_OPTIONS} -c plan_cache_mode=force_generic_plan"
+    ));
     let readers = readers::Readers::new(read_config);
     let manager = Manager::from_config(
         config,
