@@ -5,8 +5,8 @@
 # (examples/sse_hold.rs) and the SSE floor (examples/sse_floor.rs) in release mode, finds a
 # PostgreSQL server (scripts/dev-db.sh, else 127.0.0.1:5432), recreates the database
 # `colloquy_bench`, starts colloquy on it, creates the bench teams through the admin API (rate
-# limits raised), bulk-seeds thousands of teams and tens of thousands of tickets of ~20 messages with SQL (bench/seed.sql), then runs, at each
-# concurrency:
+# limits raised), bulk-seeds thousands of teams and tens of thousands of tickets of ~20
+# messages with SQL (bench/seed.sql), then runs, at each concurrency:
 #
 #   post-spread   POST follow-ups spread over many tickets        ceiling: pgbench bench/pgbench/post_tx.sql
 #   post-hot      POST follow-ups to 4 hot tickets                ceiling: the same on those 4 tickets
