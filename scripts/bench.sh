@@ -649,6 +649,14 @@ if want memory; then
 fi
 
 # ---------------------------------------------------------------------------------- sse-memory
+await_sse_open() { # OUT PID: until the SSE client reported its streams open (or exited; 300 s at most)
+    local i
+    for ((i = 0; i < 3000; i++)); do
+        grep -qs '^BENCH_SSE ' "$1" && return 0
+        kill -0 "$2" 2>/dev/null || return 0
+        sleep 0.1
+    done
+}
 if want sse-memory; then
     # Stream i goes to ticket i / SSE_K of the bench tickets (4 per visitor): SSE_T tickets
     # with SSE_K subscribers each. colloquy caps subscribers per ticket (20,000) and
@@ -673,11 +681,7 @@ if want sse-memory; then
     "$SSE_HOLD" --addr "127.0.0.1:$PORT" --data "$RUN/sse.tsv" --streams "$SSE_N" \
         --per-ticket "$SSE_K" >"$RUN/sse_hold.out" 2>"$RUN/sse_hold.err" &
     SSE_PID=$!
-    for ((i = 0; i < 3000; i++)); do
-        grep -qs '^BENCH_SSE ' "$RUN/sse_hold.out" && break
-        kill -0 "$SSE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    await_sse_open "$RUN/sse_hold.out" "$SSE_PID"
     SSE_LINE="$(grep -s '^BENCH_SSE ' "$RUN/sse_hold.out" || true)"
     sse_field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
     SSE_OPEN="$(sse_field open "$SSE_LINE")" SSE_FAILED="$(sse_field failed "$SSE_LINE")"
@@ -738,11 +742,7 @@ if want sse-memory; then
     "$SSE_HOLD" --addr "127.0.0.1:$FLOOR_PORT" --data "$RUN/sse.tsv" --streams "$SSE_N" \
         --per-ticket "$SSE_K" >"$RUN/sse_floor_hold.out" 2>"$RUN/sse_floor_hold.err" &
     FLOOR_HOLD_PID=$!
-    for ((i = 0; i < 3000; i++)); do
-        grep -qs '^BENCH_SSE ' "$RUN/sse_floor_hold.out" && break
-        kill -0 "$FLOOR_HOLD_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    await_sse_open "$RUN/sse_floor_hold.out" "$FLOOR_HOLD_PID"
     sleep 3
     FLOOR_RSS1="$(floor_kb)"
     FLOOR_LINE="$(grep -s '^BENCH_SSE ' "$RUN/sse_floor_hold.out" || true)"

@@ -59,22 +59,11 @@ pub(super) struct PageQueues {
     by_thread: DashMap<ThreadId, Arc<Mutex<Waiting>>>,
 }
 
-impl PageQueues {
-    fn queue(&self) -> Arc<Mutex<Waiting>> {
-        let thread = std::thread::current().id();
-        let known = self.by_thread.get(&thread).map(|q| Arc::clone(&q));
-        match known {
-            Some(queue) => queue,
-            None => self.by_thread.entry(thread).or_default().clone(),
-        }
-    }
-}
-
 impl PgStore {
     /// One page of messages, read together with the other pages this thread is waiting for.
     pub(super) async fn page(&self, page: PageRequest) -> Result<Vec<StoredMessage>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let queue = self.pages.queue();
+        let queue = super::readers::this_threads(&self.pages.by_thread);
         let start = {
             let mut waiting = queue.lock().unwrap_or_else(PoisonError::into_inner);
             if waiting.pages.len() >= MAX_WAITING {

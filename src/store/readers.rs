@@ -38,20 +38,15 @@ impl Readers {
     /// This thread's read connection: opened on first use and again after it closed (a
     /// database restart), by one request while the thread's others wait for it.
     pub(super) async fn client(&self) -> Result<Arc<ClientWrapper>, StoreError> {
-        let thread = std::thread::current().id();
-        let known = self.slots.get(&thread).map(|s| Arc::clone(&s));
-        let slot = match known {
-            Some(slot) => slot,
-            None => self.slots.entry(thread).or_default().clone(),
-        };
+        let slot = this_threads(&self.slots);
         if let Some(client) = slot.get() {
             if !client.is_closed() {
                 return Ok(Arc::clone(client));
             }
             // Closed: forget it (unless another request already did) and open a new one.
+            let thread = std::thread::current().id();
             self.slots.remove_if(&thread, |_, s| Arc::ptr_eq(s, &slot));
-            let fresh = self.slots.entry(thread).or_default().clone();
-            return self.open(&fresh).await;
+            return self.open(&this_threads(&self.slots)).await;
         }
         self.open(&slot).await
     }
@@ -82,4 +77,12 @@ impl Readers {
             .filter(|s| s.get().is_some_and(|c| !c.is_closed()))
             .count()
     }
+}
+
+/// The calling thread's entry of a per-thread map, created empty on first use (no write lock
+/// once it exists, and no guard kept).
+pub(super) fn this_threads<T: Default>(map: &DashMap<ThreadId, Arc<T>>) -> Arc<T> {
+    let thread = std::thread::current().id();
+    let known = map.get(&thread).map(|e| Arc::clone(&e));
+    known.unwrap_or_else(|| Arc::clone(&map.entry(thread).or_default()))
 }
