@@ -2,7 +2,10 @@
 //! widget token or operator key into its team without a query on every request.
 
 use crate::store::PgStore;
-use colloquy_actors::domain::{AllowedDomains, RateLimits, SuspicionSettings, ValidationError};
+use colloquy_actors::domain::{
+    AllowedDomains, DistinctId, IdentityError, IdentityVerification, RateLimits, SuspicionSettings,
+    ValidationError, VerifiedId,
+};
 use colloquy_actors::store::StoreError;
 use dashmap::DashMap;
 use rand::distributions::Alphanumeric;
@@ -29,8 +32,8 @@ pub struct Team {
     pub allowed_widget_domains: AllowedDomains,
     /// Rate budgets.
     pub rate_limits: RateLimits,
-    /// `off`, `optional` or `required`.
-    pub identity_verification: String,
+    /// Whether widget requests prove who they are.
+    pub identity_verification: IdentityVerification,
     /// HMAC key for identity verification (needed in clear to compute the HMAC).
     pub identity_secret: String,
     /// Who is mailed about new tickets.
@@ -39,39 +42,17 @@ pub struct Team {
     pub suspicion: SuspicionSettings,
 }
 
-/// Why an identity check failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentityError {
-    /// The team requires a hash and none was sent.
-    Required,
-    /// A hash was sent and it is wrong.
-    Invalid,
-}
-
 impl Team {
-    /// Identity verification: `identity_hash` must be hex(HMAC-SHA256(identity_secret,
-    /// distinct_id)) when required, and when sent at all under `optional`; `off` ignores it.
-    /// The comparison is constant-time. `Ok(true)`: the hash proved the identity.
-    pub fn check_identity(
+    /// Identity verification as this team asks: `Some` only when `hash` proves `distinct_id`
+    /// (hex(HMAC-SHA256(identity_secret, distinct_id)), constant-time); see
+    /// [`IdentityVerification::verify`].
+    pub fn verify_identity(
         &self,
-        distinct_id: &str,
+        distinct_id: &DistinctId,
         hash: Option<&str>,
-    ) -> Result<bool, IdentityError> {
-        use hmac::{Hmac, Mac};
-        let hash = hash.map(str::trim).filter(|h| !h.is_empty());
-        match (self.identity_verification.as_str(), hash) {
-            ("off", _) | ("optional", None) => Ok(false),
-            (_, None) => Err(IdentityError::Required),
-            (_, Some(h)) => {
-                let given = hex::decode(h).map_err(|_| IdentityError::Invalid)?;
-                let mut mac = Hmac::<Sha256>::new_from_slice(self.identity_secret.as_bytes())
-                    .map_err(|_| IdentityError::Invalid)?;
-                mac.update(distinct_id.as_bytes());
-                mac.verify_slice(&given)
-                    .map(|()| true)
-                    .map_err(|_| IdentityError::Invalid)
-            }
-        }
+    ) -> Result<Option<VerifiedId>, IdentityError> {
+        self.identity_verification
+            .verify(&self.identity_secret, distinct_id, hash)
     }
 }
 
@@ -95,7 +76,7 @@ pub struct CreatedTeam {
     /// Every budget, defaults filled in.
     pub rate_limits: RateLimits,
     /// Identity verification mode.
-    pub identity_verification: String,
+    pub identity_verification: IdentityVerification,
     /// Spam-defence settings.
     pub suspicion: SuspicionSettings,
 }
@@ -112,7 +93,7 @@ impl CreatedTeam {
             conversations_enabled: team.conversations_enabled,
             allowed_widget_domains: team.allowed_widget_domains.entries().to_vec(),
             rate_limits: team.rate_limits,
-            identity_verification: team.identity_verification.clone(),
+            identity_verification: team.identity_verification,
             suspicion: team.suspicion,
         }
     }
@@ -163,7 +144,7 @@ pub struct NewTeam {
     /// Budgets (defaults for keys not given).
     pub rate_limits: RateLimits,
     /// Identity verification mode (default off).
-    pub identity_verification: String,
+    pub identity_verification: IdentityVerification,
     /// Spam-defence settings (defaults for keys not given).
     pub suspicion: SuspicionSettings,
 }
@@ -246,10 +227,8 @@ impl NewTeam {
             Some(v) => RateLimits::default().merge_json(v)?,
         };
         let identity_verification = match body.get("identity_verification") {
-            None | Some(Value::Null) => "off".to_owned(),
-            Some(Value::String(s)) if ["off", "optional", "required"].contains(&s.as_str()) => {
-                s.clone()
-            }
+            None | Some(Value::Null) => IdentityVerification::Off,
+            Some(Value::String(s)) => IdentityVerification::parse(s, "identity_verification")?,
             _ => {
                 return Err(ValidationError::new(
                     "identity_verification",
@@ -282,7 +261,7 @@ pub struct SettingsPatch {
     /// New budgets (merged over the current ones).
     pub rate_limits: Option<RateLimits>,
     /// New identity verification mode.
-    pub identity_verification: Option<String>,
+    pub identity_verification: Option<IdentityVerification>,
     /// New notification recipients.
     pub notification_recipients: Option<Vec<String>>,
     /// New spam-defence settings (merged over the current ones).
@@ -484,7 +463,7 @@ mod tests {
         assert_eq!(t.name, "Acme");
         assert!(t.conversations_enabled);
         assert_eq!(t.rate_limits, RateLimits::default());
-        assert_eq!(t.identity_verification, "off");
+        assert_eq!(t.identity_verification, IdentityVerification::Off);
     }
 
     #[test]
@@ -512,53 +491,6 @@ mod tests {
         ] {
             assert_eq!(NewTeam::parse(&body(v)).unwrap_err().field, field);
         }
-    }
-
-    fn team(mode: &str) -> Team {
-        Team {
-            id: Uuid::nil(),
-            name: "t".into(),
-            public_token: "pub_x".into(),
-            conversations_enabled: true,
-            allowed_widget_domains: AllowedDomains::default(),
-            rate_limits: RateLimits::default(),
-            identity_verification: mode.into(),
-            identity_secret: "s3cret".into(),
-            notification_recipients: vec![],
-            suspicion: SuspicionSettings::default(),
-        }
-    }
-
-    #[test]
-    fn identity_hashes_are_checked_per_mode() {
-        use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
-        mac.update(b"alice@example.com");
-        let good = hex::encode(mac.finalize().into_bytes());
-        let id = "alice@example.com";
-        assert_eq!(team("off").check_identity(id, Some("nonsense")), Ok(false));
-        assert_eq!(team("optional").check_identity(id, None), Ok(false));
-        assert_eq!(team("optional").check_identity(id, Some(&good)), Ok(true));
-        assert_eq!(
-            team("optional").check_identity(id, Some("00ff")),
-            Err(IdentityError::Invalid)
-        );
-        assert_eq!(
-            team("required").check_identity(id, None),
-            Err(IdentityError::Required)
-        );
-        assert_eq!(
-            team("required").check_identity(id, Some("zz")),
-            Err(IdentityError::Invalid)
-        );
-        assert_eq!(
-            team("required").check_identity("bob@example.com", Some(&good)),
-            Err(IdentityError::Invalid)
-        );
-        assert_eq!(
-            team("required").check_identity(id, Some(&good.to_uppercase())),
-            Ok(true)
-        );
     }
 
     #[test]

@@ -130,8 +130,11 @@ pub struct NewTicket {
     pub team_id: Uuid,
     /// The key that will reach it.
     pub owner: VisitorKey,
-    /// A person the ticket is linked to without granting access (posthog-js surface).
+    /// The verified person a posthog-js ticket is linked to: their verified identity reaches
+    /// it, so only a hash that verified may set it.
     pub linked_distinct_id: Option<String>,
+    /// A distinct_id the visitor named without proof: shown to operators, grants nothing.
+    pub claimed_distinct_id: Option<String>,
     /// Initial traits.
     pub traits: Traits,
     /// The visitor's first message.

@@ -171,6 +171,7 @@ async fn open(tickets: &Tickets, team: Uuid) -> Uuid {
             team_id: team,
             owner: visitor(),
             linked_distinct_id: None,
+            claimed_distinct_id: None,
             traits: Traits::default(),
             first: message("first"),
         })

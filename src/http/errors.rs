@@ -140,11 +140,11 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<crate::teams::IdentityError> for ApiError {
-    fn from(e: crate::teams::IdentityError) -> Self {
+impl From<colloquy_actors::domain::IdentityError> for ApiError {
+    fn from(e: colloquy_actors::domain::IdentityError) -> Self {
         match e {
-            crate::teams::IdentityError::Required => ApiError::IdentityRequired,
-            crate::teams::IdentityError::Invalid => ApiError::IdentityInvalid,
+            colloquy_actors::domain::IdentityError::Required => ApiError::IdentityRequired,
+            colloquy_actors::domain::IdentityError::Invalid => ApiError::IdentityInvalid,
         }
     }
 }

@@ -686,7 +686,8 @@ pub struct OperatorTicket {
     pub ticket_number: i64,
     /// Status.
     pub status: TicketStatus,
-    /// The visitor (or the person a v1 ticket is linked to).
+    /// The visitor (for a v1 ticket: the verified person it is linked to, else the
+    /// distinct_id its visitor named, unproven).
     #[schema(required = true)]
     pub distinct_id: Option<String>,
     /// The v1 session key, for tickets opened there.

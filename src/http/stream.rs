@@ -15,7 +15,9 @@ use super::AppState;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::{format_utc, parse_timestamp, Limit, VisitorKey};
+use colloquy_actors::domain::{
+    format_utc, parse_timestamp, IdentityVerification, Limit, VisitorKey,
+};
 use colloquy_actors::rate_limiter::{RateCheck, Tier};
 use colloquy_actors::store::StoredMessage;
 use colloquy_actors::ticket::{Subscription, TicketEvent};
@@ -65,7 +67,7 @@ pub async fn stream(
         .filter(|s| !s.is_empty() && !q.contains_key("distinct_id"));
     let (key, budget, visitor) = match session {
         Some(raw) => {
-            if team.identity_verification == "required" {
+            if team.identity_verification == IdentityVerification::Required {
                 return Err(ApiError::IdentityRequired);
             }
             let sid = extract::uuid(raw, "widget_session_id")?;

@@ -13,7 +13,7 @@ use chrono::Utc;
 use colloquy_actors::domain::AuthorType;
 use colloquy_actors::domain::{
     format_utc, html_escape, parse_timestamp, ClientMessageId, DistinctId, Limit, MessageContent,
-    TicketStatus, Traits, VisitorKey,
+    TicketStatus, Traits, VerifiedId, VisitorKey,
 };
 use colloquy_actors::rate_limiter::{RateCheck, Tier};
 use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, Replay, StoredMessage};
@@ -158,8 +158,7 @@ async fn post_message(
         return Ok(decoy(&state, &team, &body, ip));
     }
     let input = MessageInput::parse(&body)?;
-    let verified =
-        team.check_identity(input.distinct_id.as_str(), opt_str(&body, "identity_hash")?)?;
+    let verified = team.verify_identity(&input.distinct_id, opt_str(&body, "identity_hash")?)?;
 
     if let Some(cmid) = &input.client_message_id {
         let found = state
@@ -221,6 +220,7 @@ async fn post_message(
                     team_id: team.id,
                     owner: key,
                     linked_distinct_id: None,
+                    claimed_distinct_id: None,
                     traits: input.traits.unwrap_or_default(),
                     first: message,
                 })
@@ -341,11 +341,10 @@ struct MessagesPage {
 
 /// The key a documented-surface request presents: a proven identity (which also reaches the
 /// person's posthog-js tickets) when a valid identity hash came, else the bare distinct_id.
-fn visitor_key(id: &DistinctId, verified: bool) -> VisitorKey {
-    if verified {
-        VisitorKey::Verified(id.clone())
-    } else {
-        VisitorKey::DistinctId(id.clone())
+fn visitor_key(id: &DistinctId, verified: Option<VerifiedId>) -> VisitorKey {
+    match verified {
+        Some(proof) => VisitorKey::Verified(proof),
+        None => VisitorKey::DistinctId(id.clone()),
     }
 }
 
@@ -359,7 +358,7 @@ pub(super) fn visitor_param(
         .get("distinct_id")
         .ok_or_else(|| ApiError::invalid("distinct_id", "distinct_id is required"))?;
     let id = DistinctId::parse(raw)?;
-    let verified = team.check_identity(id.as_str(), q.get("identity_hash").map(String::as_str))?;
+    let verified = team.verify_identity(&id, q.get("identity_hash").map(String::as_str))?;
     let key = visitor_key(&id, verified);
     Ok((id, key))
 }
@@ -370,7 +369,7 @@ fn visitor_body(
     body: &Map<String, Value>,
 ) -> Result<(DistinctId, VisitorKey), ApiError> {
     let id = DistinctId::parse(req_str(body, "distinct_id")?)?;
-    let verified = team.check_identity(id.as_str(), opt_str(body, "identity_hash")?)?;
+    let verified = team.verify_identity(&id, opt_str(body, "identity_hash")?)?;
     let key = visitor_key(&id, verified);
     Ok((id, key))
 }

@@ -16,8 +16,8 @@ use crate::teams::Team;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use colloquy_actors::domain::{
-    format_offset, parse_timestamp, AuthorType, DistinctId, Limit, MessageContent, TicketStatus,
-    Traits, VisitorKey,
+    format_offset, parse_timestamp, AuthorType, DistinctId, IdentityVerification, Limit,
+    MessageContent, TicketStatus, Traits, VisitorKey,
 };
 use colloquy_actors::rate_limiter::{RateCheck, Tier};
 use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, StoredMessage};
@@ -62,13 +62,16 @@ pub(super) async fn team(
     Ok(team)
 }
 
-/// Who is asking: a verified identity when the team verifies identities and one is sent,
-/// else the widget session. `session` is the session id, when one was sent.
+/// Who is asking: a verified identity when the team verifies identities and a hash that
+/// verifies was sent, else the widget session. `session` is the session id, when one was sent.
 struct Access {
     key: VisitorKey,
     session: Option<Uuid>,
 }
 
+/// The one identity rule of this surface. An `identity_distinct_id` without a hash that
+/// verifies never becomes a verified key: under `optional` the request falls back to its
+/// widget session (a wrong hash is still refused), under `required` it is refused.
 fn access(
     team: &Team,
     session: Option<&str>,
@@ -79,19 +82,22 @@ fn access(
         .filter(|s| !s.is_empty())
         .map(|s| extract::uuid(s, "widget_session_id"))
         .transpose()?;
-    let identity_id = identity_id.map(str::trim).filter(|s| !s.is_empty());
-    if team.identity_verification != "off" {
-        if let Some(id) = identity_id {
-            team.check_identity(id, identity_hash)?;
-            let id = DistinctId::parse(id).map_err(|_| ApiError::IdentityInvalid)?;
-            return Ok(Access {
-                key: VisitorKey::Verified(id),
-                session,
-            });
+    let mode = team.identity_verification;
+    let identity_id = identity_id
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && mode != IdentityVerification::Off);
+    match identity_id {
+        Some(raw) => {
+            let id = DistinctId::parse(raw).map_err(|_| ApiError::IdentityInvalid)?;
+            if let Some(proof) = team.verify_identity(&id, identity_hash)? {
+                return Ok(Access {
+                    key: VisitorKey::Verified(proof),
+                    session,
+                });
+            }
         }
-        if team.identity_verification == "required" {
-            return Err(ApiError::IdentityRequired);
-        }
+        None if mode == IdentityVerification::Required => return Err(ApiError::IdentityRequired),
+        None => {}
     }
     match session {
         Some(s) => Ok(Access {
@@ -257,7 +263,7 @@ async fn post_message(
         None => {
             let owner = match (who.session, &who.key) {
                 (Some(s), _) => VisitorKey::WidgetSession(s),
-                (None, VisitorKey::Verified(d)) => VisitorKey::DistinctId(d.clone()),
+                (None, VisitorKey::Verified(d)) => VisitorKey::DistinctId(d.distinct_id().clone()),
                 (None, other) => other.clone(),
             };
             let opened = state
@@ -266,7 +272,10 @@ async fn post_message(
                     id: Uuid::now_v7(),
                     team_id: team.id,
                     owner,
-                    linked_distinct_id: verified.or(linked.map(str::to_owned)),
+                    // Only a proven identity links: a named one would plant this ticket in
+                    // that person's history, where their verified widget would show it.
+                    linked_distinct_id: verified,
+                    claimed_distinct_id: linked.map(str::to_owned),
                     traits: traits.unwrap_or_default(),
                     first: new,
                 })
@@ -310,7 +319,8 @@ async fn post_message(
 /// How the suspicion detector names the visitor: the verified person, else the session.
 fn visitor_label(who: &Access) -> String {
     match (&who.key, who.session) {
-        (VisitorKey::Verified(d) | VisitorKey::DistinctId(d), _) => d.to_string(),
+        (VisitorKey::Verified(d), _) => d.to_string(),
+        (VisitorKey::DistinctId(d), _) => d.to_string(),
         (_, Some(s)) => format!("session:{s}"),
         (VisitorKey::WidgetSession(s), None) => format!("session:{s}"),
     }

@@ -308,7 +308,7 @@ impl Updates {
                      last_message_at = COALESCE(u.last_public_at, t.last_message_at),
                      unread_team_count = t.unread_team_count + u.unread_team,
                      unread_customer_count = u.unread_customer,
-                     traits = t.traits || u.traits,
+                     traits = colloquy_merge_traits(t.traits, u.traits),
                      version = t.version + 1
                  FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::text[],
                              $6::timestamptz[], $7::int[], $8::int[], $9::jsonb[])

@@ -242,7 +242,8 @@ impl Store for PgStore {
             .next()
             .unwrap_or_else(Utc::now);
         let (distinct_id, session) = match &t.owner {
-            VisitorKey::DistinctId(d) | VisitorKey::Verified(d) => (Some(d.as_str()), None),
+            VisitorKey::DistinctId(d) => (Some(d.as_str()), None),
+            VisitorKey::Verified(d) => (Some(d.as_str()), None),
             VisitorKey::WidgetSession(s) => (None, Some(*s)),
         };
         let first = &t.first;
@@ -250,9 +251,10 @@ impl Store for PgStore {
         let insert = tx
             .prepare_cached(
                 "INSERT INTO tickets (id, team_id, ticket_number, distinct_id, widget_session_id,
-                     linked_distinct_id, traits, status, unread_team_count, message_count,
-                     last_message, last_message_at, last_created_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'new', $8, $9, $10, $11, $12, $12)",
+                     linked_distinct_id, claimed_distinct_id, traits, status,
+                     unread_team_count, message_count, last_message, last_message_at,
+                     last_created_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'new', $9, $10, $11, $12, $13, $13)",
             )
             .await
             .map_err(db_error)?;
@@ -265,6 +267,7 @@ impl Store for PgStore {
                 &distinct_id,
                 &session,
                 &t.linked_distinct_id,
+                &t.claimed_distinct_id,
                 &Json(t.traits.to_json()),
                 &i32::from(customer),
                 &i32::from(public),
@@ -290,7 +293,7 @@ impl Store for PgStore {
                 id: t.id,
                 team_id: t.team_id,
                 owner: match t.owner {
-                    VisitorKey::Verified(d) => VisitorKey::DistinctId(d),
+                    VisitorKey::Verified(d) => VisitorKey::DistinctId(d.into_distinct_id()),
                     other => other,
                 },
                 linked_distinct_id: t.linked_distinct_id,

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 /// The operator view of a ticket: counts and previews include private notes.
 const TICKET_SELECT: &str = "
-    SELECT t.id, t.ticket_number, t.status, COALESCE(t.distinct_id, t.linked_distinct_id) AS distinct_id,
+    SELECT t.id, t.ticket_number, t.status, COALESCE(t.distinct_id, t.linked_distinct_id, t.claimed_distinct_id) AS distinct_id,
            t.widget_session_id, t.assignee, t.traits, t.unread_team_count, t.created_at,
            t.last_created_at, t.visitor_read_at,
            (SELECT count(*) FROM messages m WHERE m.ticket_id = t.id) AS message_count,
@@ -64,7 +64,7 @@ impl PgStore {
     ) -> Result<(i64, Vec<Value>), StoreError> {
         let client = self.client().await?;
         let filter = "WHERE t.team_id = $1 AND ($2::text IS NULL OR t.status = $2)
-            AND ($3::text IS NULL OR COALESCE(t.distinct_id, t.linked_distinct_id) = $3)
+            AND ($3::text IS NULL OR COALESCE(t.distinct_id, t.linked_distinct_id, t.claimed_distinct_id) = $3)
             AND ($4::text IS NULL OR t.assignee = $4)";
         let page = client
             .prepare_cached(&format!(
@@ -215,7 +215,7 @@ impl PgStore {
         Ok(row.map(|r| facts(&r)))
     }
 
-    /// Erases a visitor: every ticket opened by (or linked to) this distinct_id, with its
+    /// Erases a visitor: every ticket opened by, linked to or naming this distinct_id, with its
     /// messages. Returns the erased ticket ids.
     pub async fn erase_person(
         &self,
@@ -225,7 +225,8 @@ impl PgStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "DELETE FROM tickets WHERE team_id = $1 AND (distinct_id = $2 OR linked_distinct_id = $2)
+                "DELETE FROM tickets WHERE team_id = $1
+                     AND (distinct_id = $2 OR linked_distinct_id = $2 OR claimed_distinct_id = $2)
                  RETURNING id",
             )
             .await

@@ -2,7 +2,9 @@
 
 use super::{db_error, PgStore};
 use crate::teams::{token_digest, SettingsPatch, Team};
-use colloquy_actors::domain::{AllowedDomains, RateLimits, SuspicionSettings};
+use colloquy_actors::domain::{
+    AllowedDomains, IdentityVerification, RateLimits, SuspicionSettings,
+};
 use colloquy_actors::store::StoreError;
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
@@ -24,7 +26,9 @@ fn team_from_row(r: &Row) -> Team {
         rate_limits: RateLimits::default()
             .merge_json(&limits.0)
             .unwrap_or_default(),
-        identity_verification: r.get("identity_verification"),
+        identity_verification: IdentityVerification::from_stored(
+            r.get::<_, &str>("identity_verification"),
+        ),
         identity_secret: r.get("identity_secret"),
         notification_recipients: r.get("notification_recipients"),
         suspicion: SuspicionSettings::default()
@@ -64,7 +68,7 @@ impl PgStore {
                     &token_digest(&team.public_token).as_slice(),
                     &secret_digest.as_slice(),
                     &team.identity_secret,
-                    &team.identity_verification,
+                    &team.identity_verification.as_str(),
                     &team.conversations_enabled,
                     &team.allowed_widget_domains.entries(),
                     &Json(limits),
@@ -145,7 +149,7 @@ impl PgStore {
                     &p.conversations_enabled,
                     &domains,
                     &limits,
-                    &p.identity_verification,
+                    &p.identity_verification.map(IdentityVerification::as_str),
                     &p.notification_recipients,
                     &suspicion,
                 ],

@@ -4,6 +4,7 @@
 //! valid. HTTP adapters parse raw input at the edge; the rest of the code takes these types.
 
 mod escape;
+mod identity;
 mod limits;
 mod message;
 mod origin;
@@ -14,6 +15,7 @@ mod traits;
 mod visitor;
 
 pub use escape::html_escape;
+pub use identity::{identity_hash, IdentityError, IdentityVerification, VerifiedId};
 pub use limits::{Limit, RateLimits};
 pub use message::{AuthorName, AuthorType, ClientMessageId, MessageContent};
 pub use origin::AllowedDomains;

@@ -1,4 +1,4 @@
-use super::ValidationError;
+use super::{ValidationError, VerifiedId};
 use uuid::Uuid;
 
 /// Values a careless integration sends for "no user": accepting them would let strangers
@@ -81,8 +81,9 @@ pub enum VisitorKey {
     /// The posthog-js surface: a random session id kept in the browser.
     WidgetSession(Uuid),
     /// A distinct_id proven by an identity hash: it reaches every ticket of that person,
-    /// on either surface. Never a ticket's own key.
-    Verified(DistinctId),
+    /// on either surface. Never a ticket's own key. Only a hash that verifies makes one
+    /// ([`super::IdentityVerification::verify`]).
+    Verified(VerifiedId),
 }
 
 impl VisitorKey {
@@ -92,7 +93,7 @@ impl VisitorKey {
     pub fn admits(&self, linked: Option<&str>, presented: &VisitorKey) -> bool {
         match presented {
             VisitorKey::Verified(id) => {
-                matches!(self, VisitorKey::DistinctId(own) if own == id)
+                matches!(self, VisitorKey::DistinctId(own) if own == id.distinct_id())
                     || linked == Some(id.as_str())
             }
             other => self == other,
@@ -172,7 +173,12 @@ mod tests {
     #[test]
     fn a_verified_identity_reaches_its_persons_tickets_on_both_surfaces() {
         let alice = DistinctId::parse("alice@example.com").unwrap();
-        let verified = VisitorKey::Verified(alice.clone());
+        let hash = crate::domain::identity_hash("k", "alice@example.com");
+        let proof = crate::domain::IdentityVerification::Required
+            .verify("k", &alice, Some(&hash))
+            .unwrap()
+            .unwrap();
+        let verified = VisitorKey::Verified(proof);
         let documented = VisitorKey::DistinctId(alice);
         let session = VisitorKey::WidgetSession(Uuid::nil());
         assert!(documented.admits(None, &verified));
