@@ -57,7 +57,7 @@ impl Team {
         distinct_id: &str,
         hash: Option<&str>,
     ) -> Result<bool, IdentityError> {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let hash = hash.map(str::trim).filter(|h| !h.is_empty());
         match (self.identity_verification.as_str(), hash) {
             ("off", _) | ("optional", None) => Ok(false),
@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn identity_hashes_are_checked_per_mode() {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
         mac.update(b"alice@example.com");
         let good = hex::encode(mac.finalize().into_bytes());
