@@ -161,7 +161,8 @@ async fn security_raw_paths_and_statuses_add_no_metric_labels() {
     // The first scrape is counted too (`/metrics`, 200): the baseline is the second one.
     scrape(&app).await;
     let text = scrape(&app).await;
-    let (routes_before, statuses_before) = (label_values(&text, "route"), label_values(&text, "status"));
+    let (routes_before, statuses_before) =
+        (label_values(&text, "route"), label_values(&text, "status"));
 
     for i in 1..=20 {
         for p in prefixes {
