@@ -406,7 +406,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<i32> {
                 let mut seq = 1u64;
                 let mut ok = 0u64;
                 while !sh.stopped() {
-                    let new = sh.args.new_every > 0 && seq % sh.args.new_every == 0;
+                    let new = sh.args.new_every > 0 && seq.is_multiple_of(sh.args.new_every);
                     let acked = sh
                         .post(
                             &worker,
@@ -417,7 +417,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<i32> {
                         .await;
                     if acked.is_some() {
                         ok += 1;
-                        if sh.args.read_every > 0 && ok % sh.args.read_every == 0 {
+                        if sh.args.read_every > 0 && ok.is_multiple_of(sh.args.read_every) {
                             sh.read(&worker, t).await;
                         }
                     }

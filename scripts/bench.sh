@@ -626,7 +626,7 @@ if want v1-mix; then
 fi
 
 alive() { curl -sS -H "Authorization: Bearer $ADMIN_TOKEN" "$BASE/api/ops/actors" | jq -r '.ticket_actors.alive'; }
-streams_open() { curl -sS "$BASE/metrics" | awk '$1 == "colloquy_sse_streams_open" {print $2; exit}'; }
+streams_open() { curl -sS -H "Authorization: Bearer $ADMIN_TOKEN" "$BASE/metrics" | awk '$1 == "colloquy_sse_streams_open" {print $2; exit}'; }
 restart_colloquy() { # a fresh process, its HTTP workers and pool warmed without ticket actors
     stop_pid "$COLLOQUY_PID" 60
     start_colloquy

@@ -5,14 +5,17 @@
 #   2. finds PostgreSQL via scripts/dev-db.sh and exports DATABASE_URL pointing at the
 #      server's `postgres` maintenance database (integration tests create their own databases
 #      from it); drops colloquy_test_* / colloquy_session_* databases older runs left behind
-#   3. cargo fmt --check, cargo clippy -D warnings, the workspace tests (cargo nextest when
-#      installed, plus the doc tests; else cargo test)
+#   3. cargo fmt --check, cargo clippy -D warnings, cargo deny (deny.toml; installs cargo-deny
+#      from crates.io when missing; the advisories check needs the RustSec database from
+#      github.com and is reported SKIP when it cannot be had), the workspace tests (cargo
+#      nextest when installed, plus the doc tests; else cargo test)
 #   4. builds the binary, serves it on a fresh database `colloquy_session_<random>` on
 #      127.0.0.1:<free port> and runs scripts/widget-session.sh against it, then the
 #      operator session, the spam corpus, the posthog-js browser suite (scripts/e2e.sh,
 #      which installs Debian's chromium and the npm lockfile when missing), and the short
 #      forms of the API fuzzing (schemathesis, into a venv), chaos and benchmark runs
-#   5. prints a summary; exits non-zero if any step failed (every step runs regardless).
+#   5. prints a summary; exits non-zero if any step failed (every step runs regardless; a
+#      SKIP line is not a failure).
 #
 # Environment:
 #   CARGO_TARGET_DIR   build directory (default ~/.cache/colloquy/target)
@@ -146,6 +149,49 @@ drop_leftovers
 # --- 3. static checks and the test suites -----------------------------------------------
 run_step "cargo fmt --check" cargo fmt --all -- --check
 run_step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+
+# Supply chain (deny.toml): licenses, duplicate versions and bans, sources always; known
+# vulnerabilities (advisories) only with a RustSec database, which lives on github.com — where
+# that is unreachable the check is reported as SKIP with the reason, never passed silently.
+cargo_deny_ready() {
+    cargo deny --version >/dev/null 2>&1 && return 0
+    log "installing cargo-deny from crates.io into ~/.cargo/bin (once; later runs reuse it)"
+    cargo install --locked cargo-deny && cargo deny --version >/dev/null 2>&1
+}
+ADVISORY_DB_DIR="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs" # deny.toml's db-path
+fetch_failure() { # fetch_failure LOG: why `cargo deny fetch db` failed, in a few words
+    grep -m1 -oE 'Could not resolve host: [^ ]+|Connection timed out|Connection refused' "$1" ||
+        grep -m1 -E 'fatal:|ERROR' "$1" | cut -c1-160 || echo "no answer within 120 s"
+}
+advisories_step() { # sets ADVISORIES_SKIPPED when no database can be had
+    local fetch_log="$TMP/advisory-db-fetch.log"
+    if timeout 120 cargo deny fetch db >"$fetch_log" 2>&1; then
+        log "RustSec advisory database fetched"
+    elif compgen -G "$ADVISORY_DB_DIR/advisory-db-*/.git" >/dev/null; then
+        log "could not refresh the RustSec advisory database ($(fetch_failure "$fetch_log"));"
+        log "checking against the local copy in $ADVISORY_DB_DIR (cargo-deny refuses one older than 90 days)"
+    else
+        ADVISORIES_SKIPPED="no RustSec advisory database: fetching it from github.com failed ($(fetch_failure "$fetch_log")) and none is in $ADVISORY_DB_DIR"
+        return 0
+    fi
+    cargo deny --offline check advisories
+}
+if cargo_deny_ready; then
+    run_step "cargo deny: licenses, bans (duplicate versions), sources" cargo deny check licenses bans sources
+    ADVISORIES_SKIPPED=""
+    section "cargo deny: advisories"
+    advisories_rc=0
+    advisories_step || advisories_rc=$?
+    if [[ -n "$ADVISORIES_SKIPPED" ]]; then
+        log "SKIPPED the advisories check: $ADVISORIES_SKIPPED."
+        log "Known vulnerabilities were NOT checked. Run scripts/test.sh where github.com is reachable, or copy $ADVISORY_DB_DIR from such a machine."
+        RESULTS+=("SKIP  cargo deny: advisories ($ADVISORIES_SKIPPED)")
+    else
+        record "cargo deny: advisories" "$advisories_rc"
+    fi
+else
+    record "cargo deny (cargo install --locked cargo-deny failed)" 1
+fi
 if cargo nextest --version >/dev/null 2>&1; then
     run_step "cargo nextest run" cargo nextest run --workspace --no-tests=warn
     run_step "cargo test --doc" cargo test --workspace --doc

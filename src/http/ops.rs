@@ -57,7 +57,7 @@ pub async fn observe_request(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let draining = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|s| s.draining.load(std::sync::atomic::Ordering::Relaxed));
@@ -108,25 +108,46 @@ pub async fn observe_request(
     }
     if let Some(m) = metrics {
         m.requests
-            .with_label_values(&[&route, &method, status.as_str()])
+            .with_label_values(&[&route, method, status.as_str()])
             .inc();
         m.latency
-            .with_label_values(&[&route, &method])
+            .with_label_values(&[&route, method])
             .observe(elapsed.as_secs_f64());
     }
     Ok(res)
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// The method as a metric label and log field: the standard methods by name, anything else
+/// `OTHER`, so a stranger inventing methods (`ZZZ1 /`, `ZZZ2 /`, …) cannot add series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// `GET /metrics`: Prometheus text format (admin token: the series name routes, load and
+/// refusals, which a stranger has no business reading).
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "ops",
     responses(
-        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)
-    )
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody)
+    ),
+    security(("admin_token" = []))
 )]
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
     let m = &state.metrics;
     m.set_actor("rate_limiter", &state.limiters.stats());
     m.set_actor("ticket", &state.tickets.stats());
@@ -134,9 +155,9 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     m.set_pool(state.store.pool().status(), state.store.read_connections());
     let (flags, blocks) = state.suspicion.verdicts();
     m.set_suspicion(flags, blocks);
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(m.render())
+        .body(m.render()))
 }
 
 /// The process is up.

@@ -243,7 +243,7 @@ pub async fn assert_error(res: Response, status: u16, code: &str) -> Value {
 
 /// `hex(HMAC-SHA256(identity_secret, distinct_id))`, as a customer's server computes it.
 pub fn identity_hash(identity_secret: &str, distinct_id: &str) -> String {
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(identity_secret.as_bytes())
         .expect("HMAC takes any key length");
     mac.update(distinct_id.as_bytes());

@@ -8,7 +8,7 @@
 //! accident, which is how the posthog-js surface once admitted an unproven identity.
 
 use super::{DistinctId, ValidationError};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
