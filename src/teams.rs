@@ -232,7 +232,7 @@ impl NewTeam {
                         }
                     }
                 }
-                AllowedDomains::new(hosts)
+                AllowedDomains::parse(hosts)?
             }
             _ => {
                 return Err(ValidationError::new(

@@ -1088,6 +1088,9 @@ pub struct Actors {
     pub ticket_actors: ActorStats,
     /// The suspicion detector.
     pub suspicion_detector: ActorStats,
+    /// The restore queue and mail delivery: `queued` restore requests waiting, `handled`
+    /// looked up, `dropped` refused by the full queue, `errors` failed lookups or deliveries.
+    pub mailer: ActorStats,
     /// The database pool.
     pub database_pool: PoolStats,
 }
