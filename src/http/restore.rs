@@ -79,12 +79,12 @@ pub async fn request(
                 page,
             };
             if !state.mailer.request_restore(job) {
-                tracing::warn!(team_id = %team.id, "restore queue full: request dropped");
+                tracing::debug!(team_id = %team.id, "restore queue full: request dropped (counted)");
             }
         }
         // Links we mail fail closed: only to the team's own pages.
         None => {
-            tracing::info!(team_id = %team.id, "restore request for a page off the team's domains: not mailed")
+            tracing::debug!(team_id = %team.id, "restore request for a page off the team's domains: not mailed")
         }
     }
     Ok(HttpResponse::Ok().json(json!({"ok": true})))
