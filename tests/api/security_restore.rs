@@ -258,6 +258,20 @@ async fn security_erasing_a_person_leaves_their_distinct_id_and_email_in_no_tabl
     let own: Value = res.json().await.unwrap();
     // A posthog-js ticket that names them only in traits.email (in another case).
     let only_traits = v1_ticket(&app, &team, "Ann.Erase@Example.com").await;
+    // A posthog-js ticket that only names their distinct_id in the body (a link or a claim).
+    let res = app
+        .client
+        .post(v1(&app, "/message"))
+        .header("X-Conversations-Token", &team.token)
+        .header("Origin", SHOP)
+        .json(
+            &json!({"widget_session_id": Uuid::now_v7(), "message": "it's me",
+                      "distinct_id": person}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "v1 ticket naming the distinct_id");
     // A restore request: a token for their email and a mail with a live link.
     assert_ok(
         restore_request(&app, &team, person, "http://shop.example.com/").await,
