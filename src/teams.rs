@@ -213,7 +213,7 @@ impl NewTeam {
                         }
                     }
                 }
-                AllowedDomains::new(hosts)
+                AllowedDomains::parse(hosts)?
             }
             _ => {
                 return Err(ValidationError::new(

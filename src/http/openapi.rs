@@ -628,7 +628,9 @@ pub struct RestoreRequest {
     /// Where to mail the link.
     #[schema(max_length = 254, example = "ann@example.com")]
     pub email: String,
-    /// The page the link leads back to; its host must be an allowed widget domain.
+    /// The page the link leads back to: an absolute http(s) URL without userinfo, whitespace,
+    /// control characters or backslashes, on an allowed widget domain; anything else is
+    /// answered the same and mails nothing.
     #[schema(max_length = 2000, example = "https://shop.example.com/help")]
     pub request_url: String,
 }
@@ -1089,6 +1091,9 @@ pub struct Actors {
     pub ticket_actors: ActorStats,
     /// The suspicion detector.
     pub suspicion_detector: ActorStats,
+    /// The restore queue and mail delivery: `queued` restore requests waiting, `handled`
+    /// looked up, `dropped` refused by the full queue, `errors` failed lookups or deliveries.
+    pub mailer: ActorStats,
     /// The database pool.
     pub database_pool: PoolStats,
 }

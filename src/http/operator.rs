@@ -200,7 +200,8 @@ async fn typing(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `DELETE /api/conversations/persons/{distinct_id}`: erases the visitor's tickets and messages.
+/// `DELETE /api/conversations/persons/{distinct_id}`: erases everything stored about the
+/// visitor (tickets, messages, flags, blocks, restore tokens, mails) for data-protection requests.
 #[utoipa::path(
     delete,
     path = "/api/conversations/persons/{distinct_id}",

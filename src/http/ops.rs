@@ -152,6 +152,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     m.set_actor("rate_limiter", &state.limiters.stats());
     m.set_actor("ticket", &state.tickets.stats());
     m.set_actor("suspicion_detector", &state.suspicion.stats());
+    m.set_actor("mailer", &state.mailer.stats());
     m.set_pool(state.store.pool().status(), state.store.read_connections());
     let (flags, blocks) = state.suspicion.verdicts();
     m.set_suspicion(flags, blocks);
@@ -215,6 +216,7 @@ async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
             .collect::<Vec<_>>(),
         "ticket_actors": state.tickets.stats(),
         "suspicion_detector": state.suspicion.stats(),
+        "mailer": state.mailer.stats(),
         "database_pool": {"size": pool.size, "max_size": pool.max_size, "available": pool.available, "waiting": pool.waiting},
     })))
 }

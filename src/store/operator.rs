@@ -215,27 +215,87 @@ impl PgStore {
         Ok(row.map(|r| facts(&r)))
     }
 
-    /// Erases a visitor: every ticket opened by, linked to or naming this distinct_id, with its
-    /// messages. Returns the erased ticket ids.
+    /// Erases a visitor, in one transaction: every ticket opened by, linked to or claiming
+    /// this distinct_id or naming one of their emails in `traits.email` (the distinct_id itself and
+    /// the emails of those tickets, compared case-insensitively), with its messages; their
+    /// suspicion flags, blocks of their distinct_id, restore tokens and outbox mails (to
+    /// them or naming their email); and their distinct_id on messages kept in others' tickets.
+    /// Returns the erased ticket ids.
     pub async fn erase_person(
         &self,
         team_id: Uuid,
         distinct_id: &str,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let emails = tx
+            .prepare_cached(
+                "SELECT array_agg(DISTINCT e) FROM (
+                     SELECT lower($2::text) AS e
+                     UNION
+                     SELECT lower(traits->>'email') FROM tickets
+                     WHERE team_id = $1 AND (distinct_id = $2 OR linked_distinct_id = $2)
+                       AND traits->>'email' IS NOT NULL AND traits->>'email' <> ''
+                 ) AS x",
+            )
+            .await
+            .map_err(db_error)?;
+        let emails: Vec<String> = tx
+            .query_one(&emails, &[&team_id, &distinct_id])
+            .await
+            .map_err(db_error)?
+            .get::<_, Option<Vec<String>>>(0)
+            .unwrap_or_default();
+        let tickets = tx
             .prepare_cached(
                 "DELETE FROM tickets WHERE team_id = $1
-                     AND (distinct_id = $2 OR linked_distinct_id = $2 OR claimed_distinct_id = $2)
+                   AND (distinct_id = $2 OR linked_distinct_id = $2 OR claimed_distinct_id = $2
+                        OR lower(traits->>'email') = ANY($3))
                  RETURNING id",
             )
             .await
             .map_err(db_error)?;
-        let rows = client
-            .query(&stmt, &[&team_id, &distinct_id])
+        let erased: Vec<Uuid> = tx
+            .query(&tickets, &[&team_id, &distinct_id, &emails])
             .await
-            .map_err(db_error)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .map_err(db_error)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let statements: [(&str, &[&(dyn ToSql + Sync)]); 5] = [
+            (
+                "DELETE FROM suspicion_flags WHERE team_id = $1
+                   AND (distinct_id = $2 OR lower(distinct_id) = ANY($3) OR ticket_id = ANY($4))",
+                &[&team_id, &distinct_id, &emails, &erased],
+            ),
+            (
+                "DELETE FROM blocks WHERE team_id = $1
+                   AND (distinct_id = $2 OR lower(distinct_id) = ANY($3))",
+                &[&team_id, &distinct_id, &emails],
+            ),
+            // Deleting a token deletes its mail (ON DELETE CASCADE).
+            (
+                "DELETE FROM restore_tokens WHERE team_id = $1 AND lower(email) = ANY($2)",
+                &[&team_id, &emails],
+            ),
+            (
+                "DELETE FROM outbox o WHERE team_id = $1
+                   AND (lower(recipient) = ANY($2)
+                        OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS e
+                                   WHERE e LIKE '%_@_%' AND strpos(lower(o.body), e) > 0))",
+                &[&team_id, &emails],
+            ),
+            (
+                "UPDATE messages SET distinct_id = NULL WHERE team_id = $1 AND distinct_id = $2",
+                &[&team_id, &distinct_id],
+            ),
+        ];
+        for (sql, params) in statements {
+            let stmt = tx.prepare_cached(sql).await.map_err(db_error)?;
+            tx.execute(&stmt, params).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(erased)
     }
 }
 

@@ -14,6 +14,7 @@ mod ordering;
 mod rate_limits;
 mod security_identity;
 mod security_ops;
+mod security_restore;
 mod shutdown;
 mod stream;
 mod widget_post;

@@ -18,7 +18,7 @@ pub use escape::html_escape;
 pub use identity::{identity_hash, IdentityError, IdentityVerification, VerifiedId};
 pub use limits::{Limit, RateLimits};
 pub use message::{AuthorName, AuthorType, ClientMessageId, MessageContent};
-pub use origin::AllowedDomains;
+pub use origin::{AllowedDomains, RestorePage, RESTORE_TOKEN_PARAM};
 pub use suspicion::{SuspicionSettings, SuspicionWeights};
 pub use ticket::{assign_created_at, TicketStatus};
 pub use time::{format_offset, format_utc, parse_timestamp, truncate_to_micros};
