@@ -88,17 +88,32 @@ pub fn gcra(tat: Option<Duration>, now: Duration, limit: Limit) -> Result<Durati
     }
 }
 
-/// The most keys one team's limiter tracks; beyond it new keys are refused until a sweep
-/// frees expired ones, so a flood of spoofed keys cannot grow memory without bound.
-const MAX_KEYS: usize = 200_000;
+/// The most keys one team's limiter tracks by default; beyond it new keys are refused until a
+/// sweep frees expired ones, so a flood of spoofed keys cannot grow memory without bound.
+pub const MAX_KEYS: usize = 200_000;
 
 /// How often expired keys are forgotten.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// One team's GCRA state: one timestamp per tier and key.
-#[derive(Default)]
 struct TeamState {
     tats: HashMap<(Tier, String), Duration>,
+    max_keys: usize,
+}
+
+impl Default for TeamState {
+    fn default() -> Self {
+        Self::with_max_keys(MAX_KEYS)
+    }
+}
+
+impl TeamState {
+    fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            tats: HashMap::new(),
+            max_keys,
+        }
+    }
 }
 
 impl TeamState {
@@ -109,7 +124,7 @@ impl TeamState {
         for c in checks {
             let key = (c.tier, c.key.clone());
             let tat = self.tats.get(&key).copied();
-            if tat.is_none() && self.tats.len() >= MAX_KEYS {
+            if tat.is_none() && self.tats.len() >= self.max_keys {
                 return Err(Refusal::Full(RateRefusal {
                     tier: c.tier,
                     retry_after: Duration::from_secs(1),
@@ -142,7 +157,6 @@ enum Refusal {
 /// One team's limiter. A short mutex instead of an actor: a check is a few hash lookups,
 /// and a mailbox round trip to another worker thread cost more than the check itself
 /// (two context switches per request; perf on `scripts/bench.sh` poll-tail).
-#[derive(Default)]
 struct TeamLimiter {
     state: Mutex<TeamState>,
     /// Keys tracked, published after each change for reporting without the lock.
@@ -150,6 +164,13 @@ struct TeamLimiter {
 }
 
 impl TeamLimiter {
+    fn new(max_keys: usize) -> Self {
+        Self {
+            state: Mutex::new(TeamState::with_max_keys(max_keys)),
+            keys: AtomicUsize::new(0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, TeamState> {
         // Nothing inside the lock can panic half-way through a change; a poisoned lock
         // still holds consistent state.
@@ -164,19 +185,26 @@ pub struct RateLimiters {
     teams: Arc<DashMap<Uuid, Arc<TeamLimiter>>>,
     stats: Arc<ActorStats>,
     epoch: Instant,
+    max_keys: usize,
 }
 
 impl Default for RateLimiters {
     fn default() -> Self {
-        Self {
-            teams: Arc::default(),
-            stats: Arc::default(),
-            epoch: Instant::now(),
-        }
+        Self::with_max_keys(MAX_KEYS)
     }
 }
 
 impl RateLimiters {
+    /// Limiters whose teams each track at most `max_keys` keys.
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            teams: Arc::default(),
+            stats: Arc::default(),
+            epoch: Instant::now(),
+            max_keys: max_keys.max(1),
+        }
+    }
+
     /// Checks `checks` against `team_id`'s budgets, creating the team's state on first use.
     pub fn check(&self, team_id: Uuid, checks: &[RateCheck]) -> Result<(), RateRefusal> {
         let limiter = self.limiter(team_id);
@@ -258,7 +286,7 @@ impl RateLimiters {
         }
         let entry = self.teams.entry(team_id).or_insert_with(|| {
             self.stats.started();
-            Arc::default()
+            Arc::new(TeamLimiter::new(self.max_keys))
         });
         Arc::clone(entry.value())
     }

@@ -134,8 +134,8 @@ const TRIPS: usize = 3;
 const BURST_MESSAGES: u32 = 8;
 /// See [`BURST_MESSAGES`].
 const BURST_SPAN: Duration = Duration::from_secs(60);
-/// Most keys any one map holds.
-const MAX_KEYS: usize = 50_000;
+/// Most keys any one map holds, by default.
+pub const MAX_KEYS: usize = 50_000;
 /// Most events any one window holds.
 const MAX_EVENTS: usize = 64;
 /// Most flags or blocks waiting for the database; more are dropped and counted.
@@ -166,7 +166,7 @@ pub enum Verdict {
 
 /// The scoring rules and the bounded windows they read. Plain code: unit-tested without
 /// actors or a database.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rules {
     scores: HashMap<(Uuid, Subject), Score>,
     texts: HashMap<(Uuid, String), VecDeque<(Instant, u64)>>,
@@ -174,6 +174,13 @@ pub struct Rules {
     ip_keys: HashMap<(Uuid, IpAddr), VecDeque<(Instant, String)>>,
     trips: HashMap<(Uuid, IpAddr), VecDeque<Instant>>,
     bursts: HashMap<(Uuid, Uuid), (Instant, u32)>,
+    max_keys: usize,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self::with_max_keys(MAX_KEYS)
+    }
 }
 
 /// Context of one firing, for the flag row.
@@ -188,6 +195,19 @@ struct Firing<'a> {
 }
 
 impl Rules {
+    /// Rules whose maps each hold at most `max_keys` keys.
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            scores: HashMap::new(),
+            texts: HashMap::new(),
+            text_senders: HashMap::new(),
+            ip_keys: HashMap::new(),
+            trips: HashMap::new(),
+            bursts: HashMap::new(),
+            max_keys: max_keys.max(1),
+        }
+    }
+
     /// Applies the rules to one observation at `now`.
     pub fn observe(&mut self, obs: &Observation, now: Instant) -> Vec<Verdict> {
         let mut out = Vec::new();
@@ -217,7 +237,7 @@ impl Rules {
                 ip,
                 settings,
             } => {
-                let w = bounded_entry(&mut self.trips, (*team_id, *ip));
+                let w = bounded_entry(&mut self.trips, (*team_id, *ip), self.max_keys);
                 push(w, now, now, |t| *t);
                 if w.len() >= TRIPS {
                     let detail = format!(
@@ -249,7 +269,7 @@ impl Rules {
         let team = m.team_id;
         let mut fired: Vec<(&'static str, String)> = Vec::new();
 
-        let own = bounded_entry(&mut self.texts, (team, m.visitor.clone()));
+        let own = bounded_entry(&mut self.texts, (team, m.visitor.clone()), self.max_keys);
         push(own, (now, m.text.hash), now, |(t, _)| *t);
         let same = own.iter().filter(|(_, h)| *h == m.text.hash).count();
         if same >= REPEATS {
@@ -260,7 +280,7 @@ impl Rules {
         }
 
         if m.text.chars >= MIN_CHARS_ACROSS {
-            let senders = bounded_entry(&mut self.text_senders, (team, m.text.hash));
+            let senders = bounded_entry(&mut self.text_senders, (team, m.text.hash), self.max_keys);
             push(senders, (now, m.visitor.clone()), now, |(t, _)| *t);
             let mut distinct: Vec<&String> = senders.iter().map(|(_, v)| v).collect();
             distinct.sort();
@@ -283,7 +303,7 @@ impl Rules {
             ));
         }
 
-        let keys = bounded_entry(&mut self.ip_keys, (team, m.ip));
+        let keys = bounded_entry(&mut self.ip_keys, (team, m.ip), self.max_keys);
         push(keys, (now, m.visitor.clone()), now, |(t, _)| *t);
         let mut distinct: Vec<&String> = keys.iter().map(|(_, v)| v).collect();
         distinct.sort();
@@ -298,12 +318,12 @@ impl Rules {
             ));
         }
 
-        if self.bursts.len() >= MAX_KEYS && !self.bursts.contains_key(&(team, m.ticket_id)) {
+        if self.bursts.len() >= self.max_keys && !self.bursts.contains_key(&(team, m.ticket_id)) {
             self.bursts
                 .retain(|_, (opened, _)| now.duration_since(*opened) <= BURST_SPAN);
         }
         if m.opened_ticket {
-            if self.bursts.len() < MAX_KEYS {
+            if self.bursts.len() < self.max_keys {
                 self.bursts.insert((team, m.ticket_id), (now, 1));
             }
         } else if let Some((opened, n)) = self.bursts.get_mut(&(team, m.ticket_id)) {
@@ -347,9 +367,9 @@ impl Rules {
         let mut reasons: Vec<&'static str> = Vec::new();
         for subject in subjects {
             let key = (f.team_id, subject);
-            if self.scores.len() >= MAX_KEYS && !self.scores.contains_key(&key) {
+            if self.scores.len() >= self.max_keys && !self.scores.contains_key(&key) {
                 self.sweep(now);
-                if self.scores.len() >= MAX_KEYS {
+                if self.scores.len() >= self.max_keys {
                     continue;
                 }
             }
@@ -450,8 +470,12 @@ fn push<T>(window: &mut VecDeque<T>, item: T, now: Instant, at: impl Fn(&T) -> I
     }
 }
 
-fn bounded_entry<K: Hash + Eq + Clone, V: Default>(map: &mut HashMap<K, V>, key: K) -> &mut V {
-    if map.len() >= MAX_KEYS && !map.contains_key(&key) {
+fn bounded_entry<K: Hash + Eq + Clone, V: Default>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    max_keys: usize,
+) -> &mut V {
+    if map.len() >= max_keys && !map.contains_key(&key) {
         // Forget an arbitrary key: under a flood, old windows matter least.
         if let Some(k) = map.keys().next().cloned() {
             map.remove(&k);
@@ -486,10 +510,15 @@ pub struct FlushFlags;
 impl SuspicionDetector {
     /// Starts the detector on the current arbiter.
     pub fn start(store: Arc<dyn Store>) -> SuspicionHandle {
+        Self::start_with(store, MAX_KEYS)
+    }
+
+    /// Starts the detector with maps of at most `max_keys` keys each.
+    pub fn start_with(store: Arc<dyn Store>, max_keys: usize) -> SuspicionHandle {
         let stats = Arc::new(ActorStats::default());
         let counters = Arc::new(Counters::default());
         let addr = SuspicionDetector {
-            rules: Rules::default(),
+            rules: Rules::with_max_keys(max_keys),
             flags: Vec::new(),
             blocks: Vec::new(),
             writing: false,
