@@ -96,11 +96,13 @@ pub async fn stream(
         .or_else(|| q.get("after").map(|a| parse_timestamp(a, "after")))
         .transpose()?;
     let ip = extract::peer_ip(&req, &state);
-    admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
-    let sub = state
-        .tickets
-        .subscribe(team.id, ticket_id, Some(key), resume, false)
-        .await?;
+    let charged = admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
+    let sub = charged.settle(
+        state
+            .tickets
+            .subscribe(team.id, ticket_id, Some(key), resume, false)
+            .await,
+    )?;
     Ok(HttpResponse::Ok()
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache"))

@@ -133,7 +133,8 @@ impl TestApp {
             "message_distinct_id_per_minute": 1_000_000,
             "message_ip_per_minute": 1_000_000,
             "message_team_per_hour": 1_000_000,
-            "read_distinct_id_per_minute": 1_000_000
+            "read_distinct_id_per_minute": 1_000_000,
+            "widget_ip_per_minute": 1_000_000
         }}))
         .await
     }

@@ -6,6 +6,7 @@
 mod escape;
 mod limits;
 mod message;
+mod network;
 mod origin;
 mod suspicion;
 mod ticket;
@@ -16,6 +17,7 @@ mod visitor;
 pub use escape::html_escape;
 pub use limits::{Limit, RateLimits};
 pub use message::{AuthorName, AuthorType, ClientMessageId, MessageContent};
+pub use network::client_network;
 pub use origin::AllowedDomains;
 pub use suspicion::{SuspicionSettings, SuspicionWeights};
 pub use ticket::{assign_created_at, TicketStatus};
