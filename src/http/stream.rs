@@ -97,12 +97,11 @@ pub async fn stream(
         .transpose()?;
     let ip = extract::peer_ip(&req, &state);
     let charged = admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
-    let sub = charged.settle(
-        state
-            .tickets
-            .subscribe(team.id, ticket_id, Some(key), resume, false)
-            .await,
-    )?;
+    let sub = state
+        .tickets
+        .subscribe(team.id, ticket_id, Some(key), resume, false)
+        .await;
+    let sub = charged.settle(sub)?;
     Ok(HttpResponse::Ok()
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache"))

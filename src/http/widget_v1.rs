@@ -287,12 +287,11 @@ async fn post_message(
             }
         }
         Some(id) => {
-            let a = charged.settle(
-                state
-                    .tickets
-                    .append(team.id, id, Some(who.key.clone()), new)
-                    .await,
-            )?;
+            let a = state
+                .tickets
+                .append(team.id, id, Some(who.key.clone()), new)
+                .await;
+            let a = charged.settle(a)?;
             let AppendResult::Stored(m) = a.result else {
                 return Err(ApiError::Internal("replay without idempotency key".into()));
             };
@@ -387,19 +386,18 @@ async fn get_messages(
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
     let charged = admit_v1(&state, &team, &who, None, ip, false)?;
-    let page = charged.settle(
-        state
-            .tickets
-            .read(
-                team.id,
-                ticket_id,
-                Some(who.key),
-                after,
-                limit as usize,
-                false,
-            )
-            .await,
-    )?;
+    let page = state
+        .tickets
+        .read(
+            team.id,
+            ticket_id,
+            Some(who.key),
+            after,
+            limit as usize,
+            false,
+        )
+        .await;
+    let page = charged.settle(page)?;
     Ok(HttpResponse::Ok().json(json!({
         "ticket_id": ticket_id,
         "ticket_status": page.status.as_str(),
@@ -487,12 +485,11 @@ async fn get_tickets(
     let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
     let ip = extract::peer_ip(&req, &state);
     let charged = admit_v1(&state, &team, &who, None, ip, false)?;
-    let listing = charged.settle(
-        state
-            .store
-            .visitor_tickets(team.id, &who.key, status, limit, offset)
-            .await,
-    )?;
+    let listing = state
+        .store
+        .visitor_tickets(team.id, &who.key, status, limit, offset)
+        .await;
+    let listing = charged.settle(listing)?;
     let results: Vec<Value> = listing
         .results
         .iter()
