@@ -318,7 +318,7 @@ log "colloquy pid $COLLOQUY_PID on $BASE (pool $POOL, workers $WORKERS_N, open f
 # ---------------------------------------------------------------------------------- seed
 log "creating 4 bench teams through POST /api/teams (rate limits raised)"
 declare -a TEAM_ID
-LIMITS='"rate_limits":{"message_distinct_id_per_minute":100000000,"message_ip_per_minute":100000000,"message_team_per_hour":100000000,"read_distinct_id_per_minute":100000000,"widget_session_per_minute":100000000,"team_reads_per_hour":100000000,"team_writes_per_hour":100000000}'
+LIMITS='"rate_limits":{"message_distinct_id_per_minute":100000000,"message_ip_per_minute":100000000,"message_team_per_hour":100000000,"read_distinct_id_per_minute":100000000,"widget_session_per_minute":100000000,"team_reads_per_hour":100000000,"team_writes_per_hour":100000000,"widget_ip_per_minute":100000000}'
 # All load comes from 127.0.0.1, a few visitors writing thousands of messages a second: the
 # suspicion detector would (rightly) block the IP. Its rules still run, with zero weights.
 SUSPICION='"suspicion":{"weights":{"honeypot":0,"repeated_message":0,"repeated_across_visitors":0,"link_density":0,"enumeration":0,"rate_limited":0,"burst_after_creation":0}}'

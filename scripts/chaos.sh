@@ -241,7 +241,7 @@ stop_server() {
 create_team() { # prints the public token
     curl -fsS --max-time 10 -X POST "$BASE/api/teams" \
         -H "Authorization: Bearer $ADMIN_TOKEN_VALUE" -H 'Content-Type: application/json' \
-        -d '{"name":"chaos","rate_limits":{"message_distinct_id_per_minute":100000000,"message_ip_per_minute":100000000,"message_team_per_hour":100000000,"read_distinct_id_per_minute":100000000},"suspicion":{"flag_threshold":30,"block_threshold":100,"weights":{"honeypot":10,"repeated_message":10,"repeated_across_visitors":10,"link_density":10,"enumeration":10,"rate_limited":10,"burst_after_creation":10}}}' |
+        -d '{"name":"chaos","rate_limits":{"message_distinct_id_per_minute":100000000,"message_ip_per_minute":100000000,"message_team_per_hour":100000000,"read_distinct_id_per_minute":100000000,"widget_ip_per_minute":100000000},"suspicion":{"flag_threshold":30,"block_threshold":100,"weights":{"honeypot":10,"repeated_message":10,"repeated_across_visitors":10,"link_density":10,"enumeration":10,"rate_limited":10,"burst_after_creation":10}}}' |
         jq -er .public_token
 }
 

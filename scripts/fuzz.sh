@@ -141,7 +141,7 @@ team="$(curl -fsS --max-time 10 -X POST "$BASE/api/teams" \
         rate_limits: {message_distinct_id_per_minute: $n, message_ip_per_minute: $n,
           message_team_per_hour: $n, read_distinct_id_per_minute: $n,
           widget_session_per_minute: $n, team_reads_per_hour: $n, team_writes_per_hour: $n,
-          restore_email_per_hour: $n, restore_ip_per_minute: $n},
+          restore_email_per_hour: $n, restore_ip_per_minute: $n, widget_ip_per_minute: $n},
         suspicion: {flag_threshold: 1, block_threshold: 100,
           weights: {honeypot: 1, repeated_message: 1, repeated_across_visitors: 1,
             link_density: 1, enumeration: 1, rate_limited: 1, burst_after_creation: 1}}}')")" ||

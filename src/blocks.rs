@@ -2,8 +2,13 @@
 //! refreshed from the database every 2 seconds (so a block set on any node, or by the
 //! suspicion detector, takes effect everywhere within that time, and at once on the node
 //! that set it). Checking is a read of an immutable snapshot: no lock is held for long.
+//!
+//! IP blocks match the client's network as [`client_network`] keys it: a block of one IPv6
+//! address blocks its whole /64 (a client rotates through its /64 at will), and an
+//! IPv4-mapped IPv6 address matches the IPv4 block.
 
 use crate::store::{ActiveBlock, PgStore};
+use colloquy_actors::domain::client_network;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -23,14 +28,15 @@ pub struct BlockList {
 }
 
 impl BlockList {
-    /// Whether the IP, or the visitor, is blocked for the team.
+    /// Whether the IP (its network: an IPv6 /64), or the visitor, is blocked for the team.
     pub fn is_blocked(&self, team_id: Uuid, ip: IpAddr, distinct_id: Option<&str>) -> bool {
         let snapshot = match self.snapshot.read() {
             Ok(s) => Arc::clone(&s),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         };
         snapshot.get(&team_id).is_some_and(|t| {
-            t.ips.contains(&ip) || distinct_id.is_some_and(|d| t.distinct_ids.contains(d))
+            t.ips.contains(&client_network(ip))
+                || distinct_id.is_some_and(|d| t.distinct_ids.contains(d))
         })
     }
 
@@ -47,7 +53,7 @@ impl BlockList {
         for b in rows {
             let t = map.entry(b.team_id).or_default();
             if let Some(ip) = b.ip {
-                t.ips.insert(ip);
+                t.ips.insert(client_network(ip));
             }
             if let Some(d) = b.distinct_id {
                 t.distinct_ids.insert(d);
@@ -106,5 +112,24 @@ mod tests {
             !list.is_blocked(a, ip, None),
             "a removed block lapses at the next refresh"
         );
+    }
+
+    #[test]
+    fn an_ipv6_block_covers_its_64_and_an_ipv4_block_its_mapped_form() {
+        let team = Uuid::now_v7();
+        let list = BlockList::default();
+        let block = |ip: &str| ActiveBlock {
+            team_id: team,
+            ip: Some(ip.parse().unwrap()),
+            distinct_id: None,
+        };
+        list.replace(vec![block("2001:db8:1:2::5"), block("198.51.100.7")]);
+        let blocked = |ip: &str| list.is_blocked(team, ip.parse().unwrap(), None);
+        assert!(blocked("2001:db8:1:2::5"));
+        assert!(blocked("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert!(!blocked("2001:db8:1:3::5"));
+        assert!(blocked("198.51.100.7"));
+        assert!(blocked("::ffff:198.51.100.7"));
+        assert!(!blocked("198.51.100.8"));
     }
 }

@@ -101,6 +101,13 @@ pub struct ServeArgs {
         default_value = "colloquy <noreply@localhost.localdomain>"
     )]
     pub mail_from: String,
+    /// Most rate-limit keys (visitors, IPs, sessions) one team's limiter remembers; beyond it
+    /// the oldest are forgotten, so a flood of made-up keys costs memory, never admission.
+    #[arg(long, env = "RATE_LIMIT_KEYS_PER_TEAM", default_value_t = KeyTables::default().rate_limit_keys_per_team)]
+    pub rate_limit_keys_per_team: usize,
+    /// Most keys each of the suspicion detector's windows remembers (oldest forgotten first).
+    #[arg(long, env = "SUSPICION_MAX_KEYS", default_value_t = KeyTables::default().suspicion_keys)]
+    pub suspicion_max_keys: usize,
 }
 
 /// Validated database settings.
@@ -148,6 +155,27 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Outgoing mail, if configured.
     pub smtp: Option<crate::mailer::SmtpSettings>,
+    /// How many keys the in-memory tables a stranger can fill may hold.
+    pub key_tables: KeyTables,
+}
+
+/// Bounds of the in-memory tables that strangers' requests add keys to: big enough for a busy
+/// tenant, small enough that a flood costs bounded memory (and tests can flood a small one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTables {
+    /// Rate-limit keys per team.
+    pub rate_limit_keys_per_team: usize,
+    /// Keys per suspicion-detector map.
+    pub suspicion_keys: usize,
+}
+
+impl Default for KeyTables {
+    fn default() -> Self {
+        Self {
+            rate_limit_keys_per_team: 200_000,
+            suspicion_keys: 50_000,
+        }
+    }
 }
 
 impl Settings {
@@ -173,6 +201,13 @@ impl Settings {
             .filter(|u| !u.is_empty())
             .map(|u| crate::mailer::SmtpSettings::parse(u, &args.mail_from))
             .transpose()?;
+        let key_tables = KeyTables {
+            rate_limit_keys_per_team: table_size(
+                "RATE_LIMIT_KEYS_PER_TEAM",
+                args.rate_limit_keys_per_team,
+            )?,
+            suspicion_keys: table_size("SUSPICION_MAX_KEYS", args.suspicion_max_keys)?,
+        };
         Ok(Self {
             database,
             bind,
@@ -181,8 +216,18 @@ impl Settings {
             log_format: args.log_format,
             workers: args.workers,
             smtp,
+            key_tables,
         })
     }
+}
+
+/// A table bound: at least 16 keys (fewer would forget a visitor between two requests) and
+/// at most 100 million.
+fn table_size(name: &str, n: usize) -> anyhow::Result<usize> {
+    if !(16..=100_000_000).contains(&n) {
+        bail!("{name} must be between 16 and 100000000");
+    }
+    Ok(n)
 }
 
 /// Parses `10.0.0.1, 10.1.0.0/16, ::1` into networks; a bare IP is a /32 or /128.
@@ -217,6 +262,8 @@ mod tests {
             workers: None,
             smtp_url: None,
             mail_from: "colloquy <noreply@example.com>".into(),
+            rate_limit_keys_per_team: 200_000,
+            suspicion_max_keys: 50_000,
         };
         f(&mut a);
         a
@@ -249,6 +296,11 @@ mod tests {
                 args(|a| a.database.database_pool_size = 0),
                 "DATABASE_POOL_SIZE",
             ),
+            (
+                args(|a| a.rate_limit_keys_per_team = 0),
+                "RATE_LIMIT_KEYS_PER_TEAM",
+            ),
+            (args(|a| a.suspicion_max_keys = 3), "SUSPICION_MAX_KEYS"),
         ];
         for (a, name) in cases {
             let err = format!("{:#}", Settings::from_args(&a).unwrap_err());

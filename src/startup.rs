@@ -41,9 +41,12 @@ impl Application {
         let state = AppState {
             store: pg.clone(),
             teams: TeamCache::default(),
-            limiters: RateLimiters::default(),
+            limiters: RateLimiters::with_max_keys(settings.key_tables.rate_limit_keys_per_team),
             tickets: Tickets::start(Arc::clone(&port_store), TicketConfig::default()),
-            suspicion: SuspicionDetector::start(port_store),
+            suspicion: SuspicionDetector::start_with(
+                port_store,
+                settings.key_tables.suspicion_keys,
+            ),
             mailer: crate::mailer::MailerHandle::start(pg.clone(), settings.smtp.clone()),
             blocks: crate::blocks::BlockList::default(),
             draining: Arc::default(),

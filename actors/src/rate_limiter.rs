@@ -1,6 +1,13 @@
 //! Admission control: per-team GCRA state (one timestamp per tier and key) behind a short
 //! mutex, so one tenant's visitors never use up another's budget and no database is touched
 //! to decide. HTTP handlers ask through [`RateLimiters`]; refusals carry the wait.
+//!
+//! A stranger can name any number of keys (distinct_ids, sessions), so a team's table is
+//! bounded and full means *forget the oldest*, never *refuse the newcomer*: the keys evicted
+//! first are those whose budgets are most nearly whole (earliest theoretical arrival time),
+//! so forgetting one gives a visitor back at most what time would soon have returned. A
+//! request refused after admission (an unknown or another visitor's ticket) takes its charge
+//! back with [`Charged::settle`], so it leaves no key behind.
 
 use crate::domain::Limit;
 use crate::stats::{ActorStats, ActorStatsSnapshot};
@@ -32,6 +39,8 @@ pub enum Tier {
     RestoreEmail,
     /// Restore requests per IP.
     RestoreIp,
+    /// Every widget request per client IP (IPv6: per /64), charged before anything else.
+    WidgetIp,
 }
 
 impl Tier {
@@ -47,6 +56,7 @@ impl Tier {
             Tier::TeamWrites => "team_writes",
             Tier::RestoreEmail => "restore_email",
             Tier::RestoreIp => "restore_ip",
+            Tier::WidgetIp => "widget_ip",
         }
     }
 }
@@ -88,45 +98,107 @@ pub fn gcra(tat: Option<Duration>, now: Duration, limit: Limit) -> Result<Durati
     }
 }
 
-/// The most keys one team's limiter tracks; beyond it new keys are refused until a sweep
-/// frees expired ones, so a flood of spoofed keys cannot grow memory without bound.
-const MAX_KEYS: usize = 200_000;
+/// The most keys one team's limiter tracks by default; beyond it the oldest are forgotten,
+/// so a flood of made-up keys costs bounded memory and never refuses a newcomer.
+pub const MAX_KEYS: usize = 200_000;
 
 /// How often expired keys are forgotten.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
+type Key = (Tier, String);
+
 /// One team's GCRA state: one timestamp per tier and key.
-#[derive(Default)]
 struct TeamState {
-    tats: HashMap<(Tier, String), Duration>,
+    tats: HashMap<Key, Duration>,
+    max_keys: usize,
 }
 
+impl Default for TeamState {
+    fn default() -> Self {
+        Self::with_max_keys(MAX_KEYS)
+    }
+}
+
+/// What one admitted request changed: each key with its TAT before and after.
+type Changes = Vec<(Key, Option<Duration>, Duration)>;
+
 impl TeamState {
+    fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            tats: HashMap::new(),
+            max_keys: max_keys.max(1),
+        }
+    }
+
     /// Checks every budget of a request at once: admitted only if all admit, and then all
-    /// are charged; a refused request charges nothing.
-    fn check(&mut self, checks: &[RateCheck], now: Duration) -> Result<(), Refusal> {
-        let mut admitted = Vec::with_capacity(checks.len());
+    /// are charged; a refused request charges nothing. Returns what changed, and how many
+    /// keys were evicted to make room.
+    fn check(
+        &mut self,
+        checks: &[RateCheck],
+        now: Duration,
+    ) -> Result<(Changes, usize), RateRefusal> {
+        let mut changes = Vec::with_capacity(checks.len());
         for c in checks {
             let key = (c.tier, c.key.clone());
             let tat = self.tats.get(&key).copied();
-            if tat.is_none() && self.tats.len() >= MAX_KEYS {
-                return Err(Refusal::Full(RateRefusal {
-                    tier: c.tier,
-                    retry_after: Duration::from_secs(1),
-                }));
-            }
             match gcra(tat, now, c.limit) {
-                Ok(new_tat) => admitted.push((key, new_tat)),
+                Ok(new_tat) => changes.push((key, tat, new_tat)),
                 Err(wait) => {
-                    return Err(Refusal::Budget(RateRefusal {
+                    return Err(RateRefusal {
                         tier: c.tier,
                         retry_after: wait,
-                    }))
+                    })
                 }
             }
         }
-        self.tats.extend(admitted);
-        Ok(())
+        for (key, _, tat) in &changes {
+            self.tats.insert(key.clone(), *tat);
+        }
+        let evicted = if self.tats.len() > self.max_keys {
+            self.evict(now)
+        } else {
+            0
+        };
+        Ok((changes, evicted))
+    }
+
+    /// Undoes an admitted request's charges, key by key, unless another request has charged
+    /// that key since (then its state is theirs). A key the request created goes away.
+    fn refund(&mut self, changes: &Changes, now: Duration) {
+        for (key, before, after) in changes {
+            if self.tats.get(key) != Some(after) {
+                continue;
+            }
+            match before {
+                Some(tat) if *tat > now => {
+                    self.tats.insert(key.clone(), *tat);
+                }
+                _ => {
+                    self.tats.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Makes room: forgets whole budgets, then the oldest keys (earliest TAT) until a
+    /// sixteenth of the table is free, so a flood pays one O(n) pass per n/16 new keys.
+    /// Returns how many were forgotten.
+    fn evict(&mut self, now: Duration) -> usize {
+        let before = self.tats.len();
+        self.sweep(now);
+        let target = self.max_keys - self.max_keys / 16;
+        if self.tats.len() > target {
+            let excess = self.tats.len() - target;
+            let mut by_age: Vec<(Duration, &Key)> =
+                self.tats.iter().map(|(k, tat)| (*tat, k)).collect();
+            by_age.select_nth_unstable_by_key(excess - 1, |(tat, _)| *tat);
+            let oldest: Vec<Key> = by_age[..excess].iter().map(|(_, k)| (*k).clone()).collect();
+            for k in &oldest {
+                self.tats.remove(k);
+            }
+        }
+        before - self.tats.len()
     }
 
     fn sweep(&mut self, now: Duration) {
@@ -134,15 +206,44 @@ impl TeamState {
     }
 }
 
-enum Refusal {
-    Budget(RateRefusal),
-    Full(RateRefusal),
+/// The charges of one admitted request. Dropping it keeps them; [`Charged::settle`] takes
+/// them back when the request is then refused, so a refused request leaves no key behind.
+pub struct Charged {
+    limiter: Arc<TeamLimiter>,
+    epoch: Instant,
+    changes: Changes,
+}
+
+impl Charged {
+    /// Passes `res` through; on `Err` first takes the request's charges back (keys it
+    /// created are forgotten), as the request was not served after all.
+    pub fn settle<T, E>(self, res: Result<T, E>) -> Result<T, E> {
+        if res.is_err() {
+            self.refund();
+        }
+        res
+    }
+
+    /// Takes the request's charges back.
+    pub fn refund(self) {
+        let now = self.epoch.elapsed();
+        let mut state = self.limiter.lock();
+        state.refund(&self.changes, now);
+        self.limiter.keys.store(state.tats.len(), Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Charged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Charged")
+            .field("keys", &self.changes.len())
+            .finish()
+    }
 }
 
 /// One team's limiter. A short mutex instead of an actor: a check is a few hash lookups,
 /// and a mailbox round trip to another worker thread cost more than the check itself
 /// (two context switches per request; perf on `scripts/bench.sh` poll-tail).
-#[derive(Default)]
 struct TeamLimiter {
     state: Mutex<TeamState>,
     /// Keys tracked, published after each change for reporting without the lock.
@@ -150,6 +251,13 @@ struct TeamLimiter {
 }
 
 impl TeamLimiter {
+    fn new(max_keys: usize) -> Self {
+        Self {
+            state: Mutex::new(TeamState::with_max_keys(max_keys)),
+            keys: AtomicUsize::new(0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, TeamState> {
         // Nothing inside the lock can panic half-way through a change; a poisoned lock
         // still holds consistent state.
@@ -164,21 +272,29 @@ pub struct RateLimiters {
     teams: Arc<DashMap<Uuid, Arc<TeamLimiter>>>,
     stats: Arc<ActorStats>,
     epoch: Instant,
+    max_keys: usize,
 }
 
 impl Default for RateLimiters {
     fn default() -> Self {
-        Self {
-            teams: Arc::default(),
-            stats: Arc::default(),
-            epoch: Instant::now(),
-        }
+        Self::with_max_keys(MAX_KEYS)
     }
 }
 
 impl RateLimiters {
+    /// Limiters whose teams each track at most `max_keys` keys.
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            teams: Arc::default(),
+            stats: Arc::default(),
+            epoch: Instant::now(),
+            max_keys: max_keys.max(1),
+        }
+    }
+
     /// Checks `checks` against `team_id`'s budgets, creating the team's state on first use.
-    pub fn check(&self, team_id: Uuid, checks: &[RateCheck]) -> Result<(), RateRefusal> {
+    /// Admitted: every budget is charged, and the returned [`Charged`] can take it back.
+    pub fn check(&self, team_id: Uuid, checks: &[RateCheck]) -> Result<Charged, RateRefusal> {
         let limiter = self.limiter(team_id);
         let now = self.epoch.elapsed();
         let mut state = limiter.lock();
@@ -186,14 +302,13 @@ impl RateLimiters {
         limiter.keys.store(state.tats.len(), Relaxed);
         drop(state);
         self.stats.handled();
-        match res {
-            Ok(()) => Ok(()),
-            Err(Refusal::Budget(r)) => Err(r),
-            Err(Refusal::Full(r)) => {
-                self.stats.dropped();
-                Err(r)
-            }
-        }
+        let (changes, evicted) = res?;
+        self.stats.evicted_many(evicted as u64);
+        Ok(Charged {
+            limiter,
+            epoch: self.epoch,
+            changes,
+        })
     }
 
     /// Forgets keys whose budget is whole again, and teams with none left.
@@ -258,7 +373,7 @@ impl RateLimiters {
         }
         let entry = self.teams.entry(team_id).or_insert_with(|| {
             self.stats.started();
-            Arc::default()
+            Arc::new(TeamLimiter::new(self.max_keys))
         });
         Arc::clone(entry.value())
     }
@@ -315,7 +430,7 @@ mod tests {
         };
         let checks = [c(Tier::MessageIp, 100), c(Tier::MessageDistinctId, 1)];
         assert!(rl.check(&checks, Duration::ZERO).is_ok());
-        let Err(Refusal::Budget(refused)) = rl.check(&checks, Duration::ZERO) else {
+        let Err(refused) = rl.check(&checks, Duration::ZERO) else {
             panic!("the second request must be refused by a budget");
         };
         assert_eq!(refused.tier, Tier::MessageDistinctId);
@@ -325,6 +440,78 @@ mod tests {
             Duration::from_millis(600),
             "only the admitted request was charged"
         );
+    }
+
+    fn one(key: &str) -> [RateCheck; 1] {
+        [RateCheck {
+            tier: Tier::ReadDistinctId,
+            key: key.into(),
+            limit: Limit::per_minute(10),
+        }]
+    }
+
+    #[test]
+    fn a_full_table_forgets_its_oldest_keys_and_admits_the_newcomer() {
+        let mut rl = TeamState::with_max_keys(32);
+        // A busy visitor (budget nearly spent) and 40 one-off keys, one second apart.
+        for _ in 0..9 {
+            assert!(rl.check(&one("busy"), Duration::ZERO).is_ok());
+        }
+        for i in 0..40u64 {
+            let r = rl.check(&one(&format!("k{i}")), Duration::from_secs(i) / 10);
+            assert!(r.is_ok(), "key {i} is admitted although the table is full");
+            assert!(rl.tats.len() <= 32, "the table stays bounded");
+        }
+        assert!(
+            rl.tats
+                .contains_key(&(Tier::ReadDistinctId, "busy".to_string())),
+            "the busy key (latest TAT) is kept"
+        );
+        assert!(
+            !rl.tats
+                .contains_key(&(Tier::ReadDistinctId, "k0".to_string())),
+            "the oldest one-off key went first"
+        );
+        assert!(rl.check(&one("busy"), Duration::from_secs(4)).is_ok());
+        assert!(
+            rl.check(&one("busy"), Duration::from_secs(4)).is_err(),
+            "the busy visitor's budget survived the flood"
+        );
+    }
+
+    #[test]
+    fn a_refund_forgets_created_keys_and_restores_charged_ones() {
+        let limiters = RateLimiters::default();
+        let team = Uuid::now_v7();
+        limiters.check(team, &one("known")).unwrap();
+        let keys = |l: &RateLimiters| l.keys_per_team()[0].1;
+        assert_eq!(keys(&limiters), 1);
+        let mut both = one("known").to_vec();
+        both.extend(one("new"));
+        let charged = limiters.check(team, &both).unwrap();
+        assert_eq!(keys(&limiters), 2);
+        charged.settle(Err::<(), ()>(())).unwrap_err();
+        assert_eq!(keys(&limiters), 1, "the refused request's new key is gone");
+        for _ in 0..9 {
+            limiters.check(team, &one("known")).unwrap();
+        }
+        assert!(
+            limiters.check(team, &one("known")).is_err(),
+            "the known key was charged once, not twice"
+        );
+        let kept = limiters.check(team, &one("other")).unwrap();
+        assert_eq!(kept.settle(Ok::<u8, ()>(1)), Ok(1));
+        assert_eq!(keys(&limiters), 2, "a served request keeps its charge");
+    }
+
+    #[test]
+    fn a_refund_leaves_a_key_alone_that_another_request_charged_since() {
+        let limiters = RateLimiters::default();
+        let team = Uuid::now_v7();
+        let first = limiters.check(team, &one("shared")).unwrap();
+        limiters.check(team, &one("shared")).unwrap();
+        first.refund();
+        assert_eq!(limiters.keys_per_team(), vec![(team, 1)]);
     }
 
     #[test]

@@ -73,6 +73,12 @@ impl ActorStats {
     pub fn evicted(&self) {
         self.evictions.fetch_add(1, Relaxed);
     }
+    /// Counts `n` keys forgotten because a bounded table was full.
+    pub fn evicted_many(&self, n: u64) {
+        if n > 0 {
+            self.evictions.fetch_add(n, Relaxed);
+        }
+    }
     /// Counts work dropped or refused because a bound was reached.
     pub fn dropped(&self) {
         self.dropped.fetch_add(1, Relaxed);

@@ -9,7 +9,8 @@
 //! `block_minutes`.
 //!
 //! A full mailbox drops the observation and counts it: spam defence must never slow or
-//! fail a widget request. Every window and map is bounded.
+//! fail a widget request. Every window and map is bounded, and a full map forgets its
+//! least recently active keys (counted as evictions) so that new visitors are always scored.
 
 use crate::domain::SuspicionSettings;
 use crate::rate_limiter::Tier;
@@ -30,14 +31,13 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub enum Observation {
-    /// A bot filled the honeypot field.
+    /// A bot filled the honeypot field. Scored against the IP only: the distinct_id a bot
+    /// names is unproven, and naming a victim's must not flag the victim.
     Honeypot {
         /// The team whose widget was hit.
         team_id: Uuid,
         /// The client IP.
         ip: IpAddr,
-        /// The visitor key it sent, if readable.
-        visitor: Option<String>,
         /// The team's settings.
         settings: SuspicionSettings,
     },
@@ -134,8 +134,8 @@ const TRIPS: usize = 3;
 const BURST_MESSAGES: u32 = 8;
 /// See [`BURST_MESSAGES`].
 const BURST_SPAN: Duration = Duration::from_secs(60);
-/// Most keys any one map holds.
-const MAX_KEYS: usize = 50_000;
+/// Most keys any one map holds, by default.
+pub const MAX_KEYS: usize = 50_000;
 /// Most events any one window holds.
 const MAX_EVENTS: usize = 64;
 /// Most flags or blocks waiting for the database; more are dropped and counted.
@@ -166,7 +166,7 @@ pub enum Verdict {
 
 /// The scoring rules and the bounded windows they read. Plain code: unit-tested without
 /// actors or a database.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rules {
     scores: HashMap<(Uuid, Subject), Score>,
     texts: HashMap<(Uuid, String), VecDeque<(Instant, u64)>>,
@@ -174,6 +174,15 @@ pub struct Rules {
     ip_keys: HashMap<(Uuid, IpAddr), VecDeque<(Instant, String)>>,
     trips: HashMap<(Uuid, IpAddr), VecDeque<Instant>>,
     bursts: HashMap<(Uuid, Uuid), (Instant, u32)>,
+    max_keys: usize,
+    /// Keys forgotten because their map was full, not yet reported.
+    evicted: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self::with_max_keys(MAX_KEYS)
+    }
 }
 
 /// Context of one firing, for the flag row.
@@ -188,6 +197,20 @@ struct Firing<'a> {
 }
 
 impl Rules {
+    /// Rules whose maps each hold at most `max_keys` keys.
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            scores: HashMap::new(),
+            texts: HashMap::new(),
+            text_senders: HashMap::new(),
+            ip_keys: HashMap::new(),
+            trips: HashMap::new(),
+            bursts: HashMap::new(),
+            max_keys: max_keys.max(1),
+            evicted: 0,
+        }
+    }
+
     /// Applies the rules to one observation at `now`.
     pub fn observe(&mut self, obs: &Observation, now: Instant) -> Vec<Verdict> {
         let mut out = Vec::new();
@@ -195,7 +218,6 @@ impl Rules {
             Observation::Honeypot {
                 team_id,
                 ip,
-                visitor,
                 settings,
             } => self.fire(
                 Firing {
@@ -203,7 +225,7 @@ impl Rules {
                     reason: "honeypot",
                     detail: "filled the hidden honeypot field".into(),
                     ticket_id: None,
-                    visitor: visitor.as_deref(),
+                    visitor: None,
                     ip: *ip,
                     settings,
                 },
@@ -217,7 +239,12 @@ impl Rules {
                 ip,
                 settings,
             } => {
-                let w = bounded_entry(&mut self.trips, (*team_id, *ip));
+                let w = bounded_entry(
+                    &mut self.trips,
+                    (*team_id, *ip),
+                    self.max_keys,
+                    &mut self.evicted,
+                );
                 push(w, now, now, |t| *t);
                 if w.len() >= TRIPS {
                     let detail = format!(
@@ -249,7 +276,12 @@ impl Rules {
         let team = m.team_id;
         let mut fired: Vec<(&'static str, String)> = Vec::new();
 
-        let own = bounded_entry(&mut self.texts, (team, m.visitor.clone()));
+        let own = bounded_entry(
+            &mut self.texts,
+            (team, m.visitor.clone()),
+            self.max_keys,
+            &mut self.evicted,
+        );
         push(own, (now, m.text.hash), now, |(t, _)| *t);
         let same = own.iter().filter(|(_, h)| *h == m.text.hash).count();
         if same >= REPEATS {
@@ -260,7 +292,12 @@ impl Rules {
         }
 
         if m.text.chars >= MIN_CHARS_ACROSS {
-            let senders = bounded_entry(&mut self.text_senders, (team, m.text.hash));
+            let senders = bounded_entry(
+                &mut self.text_senders,
+                (team, m.text.hash),
+                self.max_keys,
+                &mut self.evicted,
+            );
             push(senders, (now, m.visitor.clone()), now, |(t, _)| *t);
             let mut distinct: Vec<&String> = senders.iter().map(|(_, v)| v).collect();
             distinct.sort();
@@ -283,7 +320,12 @@ impl Rules {
             ));
         }
 
-        let keys = bounded_entry(&mut self.ip_keys, (team, m.ip));
+        let keys = bounded_entry(
+            &mut self.ip_keys,
+            (team, m.ip),
+            self.max_keys,
+            &mut self.evicted,
+        );
         push(keys, (now, m.visitor.clone()), now, |(t, _)| *t);
         let mut distinct: Vec<&String> = keys.iter().map(|(_, v)| v).collect();
         distinct.sort();
@@ -298,14 +340,10 @@ impl Rules {
             ));
         }
 
-        if self.bursts.len() >= MAX_KEYS && !self.bursts.contains_key(&(team, m.ticket_id)) {
-            self.bursts
-                .retain(|_, (opened, _)| now.duration_since(*opened) <= BURST_SPAN);
-        }
         if m.opened_ticket {
-            if self.bursts.len() < MAX_KEYS {
-                self.bursts.insert((team, m.ticket_id), (now, 1));
-            }
+            let key = (team, m.ticket_id);
+            make_room(&mut self.bursts, &key, self.max_keys, &mut self.evicted);
+            self.bursts.insert(key, (now, 1));
         } else if let Some((opened, n)) = self.bursts.get_mut(&(team, m.ticket_id)) {
             if now.duration_since(*opened) <= BURST_SPAN {
                 *n += 1;
@@ -346,14 +384,12 @@ impl Rules {
         let (mut best, mut new, mut block) = (0u8, false, false);
         let mut reasons: Vec<&'static str> = Vec::new();
         for subject in subjects {
-            let key = (f.team_id, subject);
-            if self.scores.len() >= MAX_KEYS && !self.scores.contains_key(&key) {
-                self.sweep(now);
-                if self.scores.len() >= MAX_KEYS {
-                    continue;
-                }
-            }
-            let score = self.scores.entry(key).or_default();
+            let score = bounded_entry(
+                &mut self.scores,
+                (f.team_id, subject),
+                self.max_keys,
+                &mut self.evicted,
+            );
             score
                 .reasons
                 .retain(|_, at| now.duration_since(*at) <= WINDOW);
@@ -427,6 +463,11 @@ impl Rules {
             .retain(|_, (opened, _)| now.duration_since(*opened) <= BURST_SPAN);
     }
 
+    /// Keys forgotten because their map was full since the last call.
+    pub fn take_evictions(&mut self) -> u64 {
+        std::mem::take(&mut self.evicted)
+    }
+
     /// How many keys are remembered, to show the bound holds.
     pub fn tracked_keys(&self) -> usize {
         self.scores.len()
@@ -450,14 +491,69 @@ fn push<T>(window: &mut VecDeque<T>, item: T, now: Instant, at: impl Fn(&T) -> I
     }
 }
 
-fn bounded_entry<K: Hash + Eq + Clone, V: Default>(map: &mut HashMap<K, V>, key: K) -> &mut V {
-    if map.len() >= MAX_KEYS && !map.contains_key(&key) {
-        // Forget an arbitrary key: under a flood, old windows matter least.
-        if let Some(k) = map.keys().next().cloned() {
-            map.remove(&k);
-        }
+/// When an entry was last active: what a full map evicts by.
+trait LastActive {
+    /// The newest instant the entry holds (`None`: empty).
+    fn last_active(&self) -> Option<Instant>;
+}
+
+impl<T> LastActive for VecDeque<(Instant, T)> {
+    fn last_active(&self) -> Option<Instant> {
+        self.back().map(|(t, _)| *t)
     }
+}
+
+impl LastActive for VecDeque<Instant> {
+    fn last_active(&self) -> Option<Instant> {
+        self.back().copied()
+    }
+}
+
+impl LastActive for Score {
+    fn last_active(&self) -> Option<Instant> {
+        self.reasons.values().max().copied()
+    }
+}
+
+impl LastActive for (Instant, u32) {
+    fn last_active(&self) -> Option<Instant> {
+        Some(self.0)
+    }
+}
+
+/// The entry for `key`, making room first when the map is full (see [`make_room`]).
+fn bounded_entry<'a, K: Hash + Eq + Clone, V: Default + LastActive>(
+    map: &'a mut HashMap<K, V>,
+    key: K,
+    max_keys: usize,
+    evicted: &mut u64,
+) -> &'a mut V {
+    make_room(map, &key, max_keys, evicted);
     map.entry(key).or_default()
+}
+
+/// Before `key` is added to a full map, forgets its least recently active sixteenth (one
+/// O(n) pass per n/16 new keys), so a flood of new keys can neither grow the map nor stop a
+/// new key from being tracked. Adds the number forgotten to `evicted`.
+fn make_room<K: Hash + Eq + Clone, V: LastActive>(
+    map: &mut HashMap<K, V>,
+    key: &K,
+    max_keys: usize,
+    evicted: &mut u64,
+) {
+    if map.len() < max_keys || map.contains_key(key) {
+        return;
+    }
+    let target = max_keys - max_keys / 16;
+    let excess = (map.len() + 1).saturating_sub(target).clamp(1, map.len());
+    let mut by_age: Vec<(Option<Instant>, &K)> =
+        map.iter().map(|(k, v)| (v.last_active(), k)).collect();
+    by_age.select_nth_unstable_by_key(excess - 1, |(t, _)| *t);
+    let oldest: Vec<K> = by_age[..excess].iter().map(|(_, k)| (*k).clone()).collect();
+    for k in &oldest {
+        map.remove(k);
+    }
+    *evicted += oldest.len() as u64;
 }
 
 /// The actor holding [`Rules`] and writing their verdicts.
@@ -486,10 +582,15 @@ pub struct FlushFlags;
 impl SuspicionDetector {
     /// Starts the detector on the current arbiter.
     pub fn start(store: Arc<dyn Store>) -> SuspicionHandle {
+        Self::start_with(store, MAX_KEYS)
+    }
+
+    /// Starts the detector with maps of at most `max_keys` keys each.
+    pub fn start_with(store: Arc<dyn Store>, max_keys: usize) -> SuspicionHandle {
         let stats = Arc::new(ActorStats::default());
         let counters = Arc::new(Counters::default());
         let addr = SuspicionDetector {
-            rules: Rules::default(),
+            rules: Rules::with_max_keys(max_keys),
             flags: Vec::new(),
             blocks: Vec::new(),
             writing: false,
@@ -557,7 +658,9 @@ impl Handler<Observation> for SuspicionDetector {
     fn handle(&mut self, obs: Observation, ctx: &mut Self::Context) {
         self.stats.handled();
         let mut urgent = false;
-        for verdict in self.rules.observe(&obs, Instant::now()) {
+        let verdicts = self.rules.observe(&obs, Instant::now());
+        self.stats.evicted_many(self.rules.take_evictions());
+        for verdict in verdicts {
             match verdict {
                 Verdict::Flag(f) if self.flags.len() < MAX_UNWRITTEN => {
                     self.counters.flags.fetch_add(1, Relaxed);
@@ -693,7 +796,6 @@ mod tests {
             &Observation::Honeypot {
                 team_id: Uuid::nil(),
                 ip: ip(1),
-                visitor: None,
                 settings: settings(),
             },
             Instant::now(),
@@ -828,7 +930,6 @@ mod tests {
             &Observation::Honeypot {
                 team_id: Uuid::nil(),
                 ip: ip(1),
-                visitor: None,
                 settings: s,
             },
             Instant::now(),
@@ -838,6 +939,64 @@ mod tests {
             Verdict::Flag(f) => assert_eq!(f.score, 10),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_honeypot_hit_is_scored_against_the_ip_only() {
+        let mut r = Rules::default();
+        let v = r.observe(
+            &Observation::Honeypot {
+                team_id: Uuid::nil(),
+                ip: ip(1),
+                settings: settings(),
+            },
+            Instant::now(),
+        );
+        let Some(Verdict::Flag(f)) = v.first() else {
+            panic!("a flag: {v:?}");
+        };
+        assert_eq!(f.distinct_id, None);
+        assert!(r.scores.keys().all(|(_, s)| matches!(s, Subject::Ip(_))));
+    }
+
+    #[test]
+    fn a_full_map_forgets_its_oldest_keys_so_new_visitors_are_still_scored() {
+        let mut r = Rules::with_max_keys(32);
+        let start = Instant::now();
+        for i in 0..100u8 {
+            r.observe(
+                &Observation::Honeypot {
+                    team_id: Uuid::nil(),
+                    ip: ip(i),
+                    settings: settings(),
+                },
+                start + Duration::from_millis(u64::from(i)),
+            );
+            assert!(r.scores.len() <= 32, "the score map stays bounded");
+        }
+        assert!(
+            r.take_evictions() >= 68,
+            "the overflow was evicted and counted"
+        );
+        assert!(
+            r.scores.contains_key(&(Uuid::nil(), Subject::Ip(ip(99)))),
+            "the newest key is kept"
+        );
+        assert!(
+            !r.scores.contains_key(&(Uuid::nil(), Subject::Ip(ip(0)))),
+            "the oldest key went first"
+        );
+        let v = r.observe(
+            &msg(
+                "newcomer@x.test",
+                200,
+                Uuid::now_v7(),
+                true,
+                "https://a.test https://b.test https://c.test",
+            ),
+            start + Duration::from_secs(1),
+        );
+        assert_eq!(reasons(&v), ["link_density"], "the newcomer is scored");
     }
 
     #[test]

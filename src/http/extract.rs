@@ -8,6 +8,7 @@ use super::AppState;
 use crate::teams::{secrets_equal, Team};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
+use colloquy_actors::domain::client_network;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -89,7 +90,9 @@ pub fn clamped(
     Ok(n.clamp(min, max))
 }
 
-/// The client IP that rate limits key on (see [`client_ip`]).
+/// The client IP that rate limits, scores and blocks key on (see [`client_ip`]), as its
+/// network: an IPv6 client by its /64, which it could otherwise rotate through to get a
+/// fresh budget per request ([`client_network`]).
 pub fn peer_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
     let peer = req
         .peer_addr()
@@ -100,7 +103,7 @@ pub fn peer_ip(req: &HttpRequest, state: &AppState) -> IpAddr {
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
         .collect();
-    client_ip(peer, &forwarded, &state.trusted_proxies)
+    client_network(client_ip(peer, &forwarded, &state.trusted_proxies))
 }
 
 /// The widget request's team: token known (401), widget on (403), origin allowed (403).

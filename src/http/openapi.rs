@@ -270,6 +270,9 @@ pub struct RateLimits {
     pub restore_email_per_hour: u32,
     /// Restore requests per IP per minute.
     pub restore_ip_per_minute: u32,
+    /// Both surfaces: every widget request per client IP (IPv6: per /64) per minute, refused
+    /// ones and honeypot hits included; charged before any other budget.
+    pub widget_ip_per_minute: u32,
 }
 
 /// Some rate budgets; the others keep their current (or default) values. Unknown keys: 400.
@@ -302,6 +305,9 @@ pub struct RateLimitsPatch {
     /// Restore requests per IP per minute.
     #[schema(minimum = 1)]
     pub restore_ip_per_minute: Option<u32>,
+    /// Both surfaces: every widget request per client IP (IPv6: per /64) per minute.
+    #[schema(minimum = 1)]
+    pub widget_ip_per_minute: Option<u32>,
 }
 
 /// Points each suspicion rule adds, 0–100.
@@ -920,7 +926,7 @@ pub struct Blocks {
 /// `POST /api/conversations/blocks`: exactly one of `ip` and `distinct_id`; other keys: 400.
 #[derive(Serialize, ToSchema)]
 pub struct BlockRequest {
-    /// An IPv4 or IPv6 address.
+    /// An IPv4 or IPv6 address; an IPv6 address blocks its whole /64.
     pub ip: Option<String>,
     /// A visitor (≤ 400 characters).
     #[schema(max_length = 400)]

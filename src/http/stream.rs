@@ -98,11 +98,12 @@ pub async fn stream(
         .or_else(|| q.get("after").map(|a| parse_timestamp(a, "after")))
         .transpose()?;
     let ip = extract::peer_ip(&req, &state);
-    admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
+    let charged = admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
     let sub = state
         .tickets
         .subscribe(team.id, ticket_id, Some(key), resume, false)
-        .await?;
+        .await;
+    let sub = charged.settle(sub)?;
     Ok(HttpResponse::Ok()
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache"))

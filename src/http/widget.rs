@@ -15,7 +15,7 @@ use colloquy_actors::domain::{
     format_utc, html_escape, parse_timestamp, ClientMessageId, DistinctId, Limit, MessageContent,
     TicketStatus, Traits, VerifiedId, VisitorKey,
 };
-use colloquy_actors::rate_limiter::{RateCheck, Tier};
+use colloquy_actors::rate_limiter::{Charged, RateCheck, RateRefusal, Tier};
 use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, Replay, StoredMessage};
 use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
 use serde::Serialize;
@@ -89,33 +89,95 @@ struct MessageCreated {
     unread_count: i32,
 }
 
-/// Admission of a widget request: the block list first, then the rate budgets. A refusal by
-/// a budget is counted and reported to the suspicion detector.
+/// The first gate of every widget request on both surfaces, before anything is keyed to a
+/// visitor: the IP's block, then the team's per-IP budget (`widget_ip_per_minute`; IPv6 by
+/// its /64). Never taken back: requests refused later still cost their sender, so one IP
+/// cannot flood a tenant with refused requests. The honeypot passes this gate alone.
+pub(super) fn admit_ip(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
+    if state.blocks.is_blocked(team.id, ip, None) {
+        return Err(ApiError::Blocked);
+    }
+    let gate = [RateCheck {
+        tier: Tier::WidgetIp,
+        key: ip.to_string(),
+        limit: Limit::per_minute(team.rate_limits.widget_ip_per_minute),
+    }];
+    match state.limiters.check(team.id, &gate) {
+        Ok(_kept) => Ok(()),
+        Err(r) => Err(refused(state, team, r, None, ip)),
+    }
+}
+
+/// A budget refused the request: counted, reported to the suspicion detector, answered 429.
+fn refused(
+    state: &AppState,
+    team: &Team,
+    r: RateRefusal,
+    visitor: Option<&str>,
+    ip: IpAddr,
+) -> ApiError {
+    state
+        .metrics
+        .rate_limited
+        .with_label_values(&[r.tier.as_str()])
+        .inc();
+    state.suspicion.observe(Observation::RateLimited {
+        team_id: team.id,
+        tier: r.tier,
+        visitor: visitor.map(str::to_owned),
+        ip,
+        settings: team.suspicion,
+    });
+    ApiError::from(r)
+}
+
+/// Admission of a widget request naming one visitor key: see [`admit_as`].
 pub(super) fn admit(
     state: &AppState,
     team: &Team,
     checks: Vec<RateCheck>,
     ip: IpAddr,
     visitor: Option<&str>,
-) -> Result<(), ApiError> {
-    if state.blocks.is_blocked(team.id, ip, visitor) {
+) -> Result<Charged, ApiError> {
+    admit_as(state, team, checks, ip, visitor.as_slice())
+}
+
+/// Admission of a widget request: blocks on the IP and on every visitor key the request
+/// names, the per-IP gate ([`admit_ip`]), then the endpoint's budgets. A refusal by a budget
+/// is counted and reported to the suspicion detector. The budgets' charges come back as
+/// [`Charged`]: a handler whose request is then refused (`403`, `404`, …) settles its result
+/// through it, so refused requests leave no rate-limit keys behind.
+pub(super) fn admit_as(
+    state: &AppState,
+    team: &Team,
+    checks: Vec<RateCheck>,
+    ip: IpAddr,
+    visitors: &[&str],
+) -> Result<Charged, ApiError> {
+    if visitors
+        .iter()
+        .any(|v| state.blocks.is_blocked(team.id, ip, Some(v)))
+    {
         return Err(ApiError::Blocked);
     }
-    state.limiters.check(team.id, &checks).map_err(|r| {
-        state
-            .metrics
-            .rate_limited
-            .with_label_values(&[r.tier.as_str()])
-            .inc();
-        state.suspicion.observe(Observation::RateLimited {
-            team_id: team.id,
-            tier: r.tier,
-            visitor: visitor.map(str::to_owned),
-            ip,
-            settings: team.suspicion,
-        });
-        ApiError::from(r)
-    })
+    admit_ip(state, team, ip)?;
+    state
+        .limiters
+        .check(team.id, &checks)
+        .map_err(|r| refused(state, team, r, visitors.first().copied(), ip))
+}
+
+/// A honeypot hit on either surface: it passes the per-IP gate (so a bot's flood is
+/// limited like any other traffic) and is reported against the IP only — the distinct_id a
+/// bot names is unproven, and naming a victim's must never flag the victim.
+pub(super) fn honeypot_hit(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
+    admit_ip(state, team, ip)?;
+    state.suspicion.observe(Observation::Honeypot {
+        team_id: team.id,
+        ip,
+        settings: team.suspicion,
+    });
+    Ok(())
 }
 
 pub(super) fn read_check(team: &Team, what: &str, distinct_id: &DistinctId) -> RateCheck {
@@ -155,7 +217,8 @@ async fn post_message(
     let ip = extract::peer_ip(&req, &state);
     let body = json_object(&req, payload).await?;
     if honeypot_filled(&body) {
-        return Ok(decoy(&state, &team, &body, ip));
+        honeypot_hit(&state, &team, ip)?;
+        return Ok(decoy(&body));
     }
     let input = MessageInput::parse(&body)?;
     let verified = team.verify_identity(&input.distinct_id, opt_str(&body, "identity_hash")?)?;
@@ -166,14 +229,14 @@ async fn post_message(
             .find_replay(team.id, input.distinct_id.as_str(), cmid.as_str())
             .await?;
         if let Some(replay) = found {
-            admit(
+            let charged = admit(
                 &state,
                 &team,
                 vec![read_check(&team, "messages", &input.distinct_id)],
                 ip,
                 Some(input.distinct_id.as_str()),
             )?;
-            return replayed(&state, &team, replay).await;
+            return charged.settle(replayed(&state, &team, replay).await);
         }
     }
 
@@ -195,7 +258,7 @@ async fn post_message(
             limit: Limit::per_hour(limits.message_team_per_hour),
         },
     ];
-    admit(&state, &team, checks, ip, Some(input.distinct_id.as_str()))?;
+    let charged = admit(&state, &team, checks, ip, Some(input.distinct_id.as_str()))?;
 
     let features = TextFeatures::of(input.message.as_str());
     let opened_ticket = input.ticket_id.is_none();
@@ -213,18 +276,20 @@ async fn post_message(
     };
     let (ticket_id, result, status, unread) = match input.ticket_id {
         None => {
-            let opened = state
-                .tickets
-                .open(NewTicket {
-                    id: Uuid::now_v7(),
-                    team_id: team.id,
-                    owner: key,
-                    linked_distinct_id: None,
-                    claimed_distinct_id: None,
-                    traits: input.traits.unwrap_or_default(),
-                    first: message,
-                })
-                .await?;
+            let opened = charged.settle(
+                state
+                    .tickets
+                    .open(NewTicket {
+                        id: Uuid::now_v7(),
+                        team_id: team.id,
+                        owner: key,
+                        linked_distinct_id: None,
+                        claimed_distinct_id: None,
+                        traits: input.traits.unwrap_or_default(),
+                        first: message,
+                    })
+                    .await,
+            )?;
             match opened {
                 Opened::Created { ticket, message } => {
                     (ticket.id, AppendResult::Stored(message), ticket.status, 0)
@@ -233,10 +298,13 @@ async fn post_message(
             }
         }
         Some(ticket_id) => {
-            let a = state
-                .tickets
-                .append(team.id, ticket_id, Some(key), message)
-                .await?;
+            // Access is checked here: a refused follow-up takes its charges back.
+            let a = charged.settle(
+                state
+                    .tickets
+                    .append(team.id, ticket_id, Some(key), message)
+                    .await,
+            )?;
             (ticket_id, a.result, a.status, a.unread_customer)
         }
     };
@@ -279,18 +347,9 @@ async fn replayed(state: &AppState, team: &Team, r: Replay) -> Result<HttpRespon
     }))
 }
 
-/// The honeypot's answer: looks like success, stores nothing, tells the detector.
-fn decoy(state: &AppState, team: &Team, body: &Map<String, Value>, ip: IpAddr) -> HttpResponse {
-    state.suspicion.observe(Observation::Honeypot {
-        team_id: team.id,
-        ip,
-        visitor: body
-            .get("distinct_id")
-            .and_then(Value::as_str)
-            .and_then(|d| DistinctId::parse(d).ok())
-            .map(|d| d.to_string()),
-        settings: team.suspicion,
-    });
+/// The honeypot's answer: looks like success, stores nothing (the detector was told by
+/// [`honeypot_hit`]).
+fn decoy(body: &Map<String, Value>) -> HttpResponse {
     let ticket_id = body
         .get("ticket_id")
         .and_then(Value::as_str)
@@ -413,7 +472,7 @@ async fn get_messages(
     let limit = extract::clamped(&q, "limit", 100, 1, 500)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    admit(
+    let charged = admit(
         &state,
         &team,
         vec![read_check(&team, "messages", &distinct_id)],
@@ -421,10 +480,12 @@ async fn get_messages(
         Some(distinct_id.as_str()),
     )?;
 
-    let page = state
-        .tickets
-        .read(team.id, ticket_id, Some(key), after, limit as usize, false)
-        .await?;
+    let page = charged.settle(
+        state
+            .tickets
+            .read(team.id, ticket_id, Some(key), after, limit as usize, false)
+            .await,
+    )?;
     Ok(HttpResponse::Ok().json(MessagesPage {
         ticket_id,
         ticket_status: page.status.as_str(),
@@ -489,7 +550,7 @@ async fn get_tickets(
     let limit = extract::clamped(&q, "limit", 10, 1, 50)?;
     let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
     let ip = extract::peer_ip(&req, &state);
-    admit(
+    let charged = admit(
         &state,
         &team,
         vec![read_check(&team, "tickets", &distinct_id)],
@@ -497,10 +558,12 @@ async fn get_tickets(
         Some(distinct_id.as_str()),
     )?;
 
-    let listing = state
-        .store
-        .visitor_tickets(team.id, &key, status, limit, offset)
-        .await?;
+    let listing = charged.settle(
+        state
+            .store
+            .visitor_tickets(team.id, &key, status, limit, offset)
+            .await,
+    )?;
     Ok(HttpResponse::Ok().json(TicketsPage {
         count: listing.count,
         results: listing
@@ -552,14 +615,14 @@ async fn mark_read(
     let body = json_object(&req, payload).await?;
     let (distinct_id, key) = visitor_body(&team, &body)?;
     let ip = extract::peer_ip(&req, &state);
-    admit(
+    let charged = admit(
         &state,
         &team,
         vec![read_check(&team, "read", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
     )?;
-    mark_read_by(&state, team.id, ticket_id, key).await
+    charged.settle(mark_read_by(&state, team.id, ticket_id, key).await)
 }
 
 /// Both surfaces' mark-read: the ticket actor checks access, the store clears the visitor's
@@ -611,14 +674,14 @@ async fn typing(
     let (distinct_id, key) = visitor_body(&team, &body)?;
     let ticket_id = extract::uuid(req_str(&body, "ticket_id")?, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    admit(
+    let charged = admit(
         &state,
         &team,
         vec![read_check(&team, "typing", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
     )?;
-    state.tickets.typing(team.id, ticket_id, Some(key)).await?;
+    charged.settle(state.tickets.typing(team.id, ticket_id, Some(key)).await)?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -10,7 +10,7 @@
 use super::errors::ApiError;
 use super::extract::{self, check_origin, json_object, opt_str, widget_team_unchecked};
 use super::openapi as api;
-use super::widget::admit;
+use super::widget::{admit_as, honeypot_hit};
 use super::{AppState, Endpoint};
 use crate::teams::Team;
 use actix_web::http::Method;
@@ -19,7 +19,7 @@ use colloquy_actors::domain::{
     format_offset, parse_timestamp, AuthorType, DistinctId, IdentityVerification, Limit,
     MessageContent, TicketStatus, Traits, VisitorKey,
 };
-use colloquy_actors::rate_limiter::{RateCheck, Tier};
+use colloquy_actors::rate_limiter::{Charged, RateCheck, Tier};
 use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, StoredMessage};
 use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
 use serde_json::{json, Map, Value};
@@ -111,14 +111,17 @@ fn access(
     }
 }
 
-/// This surface's budgets: per session (or IP) per minute, and the team's reads or writes.
+/// This surface's budgets: per session (or IP) per minute, and the team's reads or writes,
+/// after the per-IP gate and the block list. Blocks apply to every key the request names:
+/// its session, its verified identity and the distinct_id a POST links (`linked`).
 fn admit_v1(
     state: &AppState,
     team: &Team,
-    session: Option<Uuid>,
+    who: &Access,
+    linked: Option<&str>,
     ip: IpAddr,
     write: bool,
-) -> Result<(), ApiError> {
+) -> Result<Charged, ApiError> {
     let l = &team.rate_limits;
     let (tier, per_hour) = if write {
         (Tier::TeamWrites, l.team_writes_per_hour)
@@ -128,7 +131,9 @@ fn admit_v1(
     let checks = vec![
         RateCheck {
             tier: Tier::WidgetSession,
-            key: session.map_or_else(|| format!("ip:{ip}"), |s| s.to_string()),
+            key: who
+                .session
+                .map_or_else(|| format!("ip:{ip}"), |s| s.to_string()),
             limit: Limit::per_minute(l.widget_session_per_minute),
         },
         RateCheck {
@@ -137,8 +142,16 @@ fn admit_v1(
             limit: Limit::per_hour(per_hour),
         },
     ];
-    let visitor = session.map(|s| format!("session:{s}"));
-    admit(state, team, checks, ip, visitor.as_deref())
+    let session = who.session.map(|s| format!("session:{s}"));
+    let verified = match &who.key {
+        VisitorKey::Verified(d) => Some(d.as_str()),
+        _ => None,
+    };
+    let visitors: Vec<&str> = [session.as_deref(), verified, linked]
+        .into_iter()
+        .flatten()
+        .collect();
+    admit_as(state, team, checks, ip, &visitors)
 }
 
 /// Traits as the SDK sends them (`{name, email}`, often nulls): scalars kept, the rest
@@ -200,12 +213,7 @@ async fn post_message(
     let ip = extract::peer_ip(&req, &state);
     let body = json_object(&req, payload).await?;
     if truthy(body.get("_hp")) {
-        state.suspicion.observe(Observation::Honeypot {
-            team_id: team.id,
-            ip,
-            visitor: None,
-            settings: team.suspicion,
-        });
+        honeypot_hit(&state, &team, ip)?;
         return Err(ApiError::invalid("_hp", "this field must be empty"));
     }
     let who = access(
@@ -240,7 +248,7 @@ async fn post_message(
         }
     }
     let traits = lenient_traits(body.get("traits"));
-    admit_v1(&state, &team, who.session, ip, true)?;
+    let charged = admit_v1(&state, &team, &who, linked, ip, true)?;
 
     let features = TextFeatures::of(message.as_str());
     let opened_ticket = ticket_id.is_none();
@@ -291,7 +299,8 @@ async fn post_message(
             let a = state
                 .tickets
                 .append(team.id, id, Some(who.key.clone()), new)
-                .await?;
+                .await;
+            let a = charged.settle(a)?;
             let AppendResult::Stored(m) = a.result else {
                 return Err(ApiError::Internal("replay without idempotency key".into()));
             };
@@ -386,7 +395,7 @@ async fn get_messages(
     let limit = extract::clamped(&q, "limit", 500, 1, 500)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    admit_v1(&state, &team, who.session, ip, false)?;
+    let charged = admit_v1(&state, &team, &who, None, ip, false)?;
     let page = state
         .tickets
         .read(
@@ -397,7 +406,8 @@ async fn get_messages(
             limit as usize,
             false,
         )
-        .await?;
+        .await;
+    let page = charged.settle(page)?;
     Ok(HttpResponse::Ok().json(json!({
         "ticket_id": ticket_id,
         "ticket_status": page.status.as_str(),
@@ -443,8 +453,8 @@ async fn mark_read(
         opt_str(&body, "identity_hash")?,
     )?;
     let ip = extract::peer_ip(&req, &state);
-    admit_v1(&state, &team, who.session, ip, true)?;
-    super::widget::mark_read_by(&state, team.id, ticket_id, who.key).await
+    let charged = admit_v1(&state, &team, &who, None, ip, true)?;
+    charged.settle(super::widget::mark_read_by(&state, team.id, ticket_id, who.key).await)
 }
 
 /// `GET /api/conversations/v1/widget/tickets`.
@@ -484,11 +494,12 @@ async fn get_tickets(
     let limit = extract::clamped(&q, "limit", 100, 1, 500)?;
     let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
     let ip = extract::peer_ip(&req, &state);
-    admit_v1(&state, &team, who.session, ip, false)?;
+    let charged = admit_v1(&state, &team, &who, None, ip, false)?;
     let listing = state
         .store
         .visitor_tickets(team.id, &who.key, status, limit, offset)
-        .await?;
+        .await;
+    let listing = charged.settle(listing)?;
     let results: Vec<Value> = listing
         .results
         .iter()

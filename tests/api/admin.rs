@@ -88,7 +88,7 @@ async fn a_created_team_comes_with_credentials_and_every_setting_filled_in() {
                "message_team_per_hour": 1000, "read_distinct_id_per_minute": 30,
                "widget_session_per_minute": 30, "team_reads_per_hour": 3600,
                "team_writes_per_hour": 3600, "restore_email_per_hour": 3,
-               "restore_ip_per_minute": 10}),
+               "restore_ip_per_minute": 10, "widget_ip_per_minute": 1200}),
         "the documented defaults"
     );
     let token = team["public_token"].as_str().unwrap();

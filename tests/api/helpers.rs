@@ -73,6 +73,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         log_format: LogFormat::Text,
         workers: Some(2),
         smtp: None,
+        key_tables: Default::default(),
     };
     configure(&mut settings);
     let app = Application::build(settings).await.expect("build the app");
@@ -132,7 +133,8 @@ impl TestApp {
             "message_distinct_id_per_minute": 1_000_000,
             "message_ip_per_minute": 1_000_000,
             "message_team_per_hour": 1_000_000,
-            "read_distinct_id_per_minute": 1_000_000
+            "read_distinct_id_per_minute": 1_000_000,
+            "widget_ip_per_minute": 1_000_000
         }}))
         .await
     }

@@ -13,6 +13,7 @@ mod operator;
 mod ordering;
 mod rate_limits;
 mod security_identity;
+mod security_limits;
 mod security_ops;
 mod security_restore;
 mod shutdown;

@@ -87,7 +87,8 @@ async fn start_binary() -> Running {
         .bearer_auth(ADMIN_TOKEN)
         .json(
             &json!({"name": "shutdown", "rate_limits": {"message_distinct_id_per_minute": 100000000,
-            "message_ip_per_minute": 100000000, "message_team_per_hour": 100000000}}),
+            "message_ip_per_minute": 100000000, "message_team_per_hour": 100000000,
+            "widget_ip_per_minute": 100000000}}),
         )
         .send()
         .await

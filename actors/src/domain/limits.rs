@@ -52,6 +52,9 @@ pub struct RateLimits {
     pub restore_email_per_hour: u32,
     /// Restore-by-email requests per IP per minute.
     pub restore_ip_per_minute: u32,
+    /// Both surfaces: every widget request per client IP (IPv6: per /64) per minute, refused
+    /// ones included; generous, as many visitors may share one NAT address.
+    pub widget_ip_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -66,6 +69,7 @@ impl Default for RateLimits {
             team_writes_per_hour: 3600,
             restore_email_per_hour: 3,
             restore_ip_per_minute: 10,
+            widget_ip_per_minute: 1200,
         }
     }
 }
