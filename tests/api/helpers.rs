@@ -73,6 +73,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         log_format: LogFormat::Text,
         workers: Some(2),
         smtp: None,
+        streams: Default::default(),
     };
     configure(&mut settings);
     let app = Application::build(settings).await.expect("build the app");

@@ -12,6 +12,7 @@ mod openapi;
 mod operator;
 mod ordering;
 mod rate_limits;
+mod security_streams;
 mod shutdown;
 mod stream;
 mod widget_post;
