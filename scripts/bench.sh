@@ -287,8 +287,11 @@ start_colloquy() {
     # a restart keeps the previous process's log for the error check at the end
     [[ -s "$RUN/colloquy.log" ]] && cat "$RUN/colloquy.log" >>"$RUN/colloquy.previous.log"
     : >"$RUN/colloquy.log"
+    # sse-memory holds all its streams from 127.0.0.1, 2,500 per bench team: the SSE caps
+    # (100 per IP by default) are raised above that load.
     DATABASE_URL="$DB_URL" BIND=127.0.0.1:0 ADMIN_TOKEN="$ADMIN_TOKEN" \
         DATABASE_POOL_SIZE="$POOL" WORKERS="$WORKERS_N" RUST_LOG="${RUST_LOG:-info}" \
+        STREAMS_PER_IP=1000000 STREAMS_PER_TEAM=1000000 STREAMS_TOTAL=1000000 \
         LOG_FORMAT=text "$BIN" serve >>"$RUN/colloquy.log" 2>&1 &
     COLLOQUY_PID=$!
     PORT="$(wait_port "$COLLOQUY_PID" "$RUN/colloquy.log")" || {
@@ -659,9 +662,10 @@ await_sse_open() { # OUT PID: until the SSE client reported its streams open (or
 }
 if want sse-memory; then
     # Stream i goes to ticket i / SSE_K of the bench tickets (4 per visitor): SSE_T tickets
-    # with SSE_K subscribers each. colloquy caps subscribers per ticket (20,000) and
-    # connections per worker (actix-web's 25,000), not streams per visitor or IP; each
-    # stream takes one unit of its visitor's read budget (raised for the bench teams).
+    # with SSE_K subscribers each. colloquy caps subscribers per ticket (20,000),
+    # connections per worker (actix-web's 25,000) and streams per IP, team and server
+    # (raised for the bench in start_colloquy); each stream takes one unit of its visitor's
+    # read budget (raised for the bench teams).
     # The tails are read now: the loads before wrote to some of these tickets, and a stream
     # opened with an older `after` would replay what they wrote.
     SSE_T=$(((SSE_N + SSE_K - 1) / SSE_K))
