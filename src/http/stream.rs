@@ -64,7 +64,7 @@ const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (an RFC 3339 timestamp)")
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `status`, `message` (a WidgetMessage), `typing`, `read`", content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events: `status`, `message` (a WidgetMessage), `typing`, `read`. At most 500 messages are replayed per connect (with more to follow the stream ends after them); a stream ends after STREAM_MAX_LIFETIME, or once its authorisation lapses; reconnect with Last-Event-ID", content_type = "text/event-stream"),
         (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
         (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
         (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
@@ -292,8 +292,9 @@ impl StreamSlots {
         })
     }
 
-    /// Open streams now: in total, of a team, from an IP's key (for tests).
-    pub fn open(&self, team: Uuid, ip: IpAddr) -> (usize, usize, usize) {
+    /// Open streams now: in total, of a team, from an IP's key.
+    #[cfg(test)]
+    fn open(&self, team: Uuid, ip: IpAddr) -> (usize, usize, usize) {
         let c = self.lock();
         (
             c.total,
