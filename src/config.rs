@@ -121,8 +121,8 @@ pub struct StreamArgs {
     /// Open SSE streams in this process; more answer `429`.
     #[arg(long, env = "STREAMS_TOTAL", default_value_t = 20_000)]
     pub streams_total: usize,
-    /// Seconds an SSE stream lives before it ends (the client reconnects with
-    /// `Last-Event-ID` and loses nothing).
+    /// Seconds an SSE stream lives at most (less up to a tenth, at random, so streams opened
+    /// together end apart); then the client reconnects with `Last-Event-ID`, losing nothing.
     #[arg(long, env = "STREAM_MAX_LIFETIME", default_value_t = 600)]
     pub stream_max_lifetime: u64,
 }

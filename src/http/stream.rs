@@ -445,6 +445,13 @@ impl Feed {
     }
 }
 
+/// A stream's lifetime: the maximum less up to a tenth, at random, so streams opened
+/// together (after a deploy, say) do not all reconnect in the same second.
+fn lifetime(max: Duration) -> Duration {
+    use rand::Rng;
+    max.mul_f64(rand::thread_rng().gen_range(0.9..=1.0))
+}
+
 fn events(
     mut sub: Subscription,
     resume: Option<DateTime<Utc>>,
@@ -462,7 +469,7 @@ fn events(
         last: resume,
         tick,
         ticks: 0,
-        ends_at: Instant::now() + grant.state.streams.max_lifetime(),
+        ends_at: Instant::now() + lifetime(grant.state.streams.max_lifetime()),
         grant,
         greeted: false,
         _open: open,
@@ -533,6 +540,15 @@ mod tests {
         assert_ne!(ip_key(ip("2001:db8:1:3::a")), ip_key(ip("2001:db8:1:2::a")));
         assert_eq!(ip_key(ip("198.51.100.7")), ip("198.51.100.7"));
         assert_eq!(ip_key(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn lifetimes_spread_over_the_last_tenth() {
+        let max = Duration::from_secs(600);
+        for _ in 0..100 {
+            let l = lifetime(max);
+            assert!(l <= max && l >= Duration::from_secs(540), "{l:?}");
+        }
     }
 
     fn slots(per_ip: usize, per_team: usize, total: usize) -> StreamSlots {
