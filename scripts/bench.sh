@@ -287,8 +287,11 @@ start_colloquy() {
     # a restart keeps the previous process's log for the error check at the end
     [[ -s "$RUN/colloquy.log" ]] && cat "$RUN/colloquy.log" >>"$RUN/colloquy.previous.log"
     : >"$RUN/colloquy.log"
+    # sse-memory holds all its streams from 127.0.0.1, 2,500 per bench team: the SSE caps
+    # (100 per IP by default) are raised above that load.
     DATABASE_URL="$DB_URL" BIND=127.0.0.1:0 ADMIN_TOKEN="$ADMIN_TOKEN" \
         DATABASE_POOL_SIZE="$POOL" WORKERS="$WORKERS_N" RUST_LOG="${RUST_LOG:-info}" \
+        STREAMS_PER_IP=1000000 STREAMS_PER_TEAM=1000000 STREAMS_TOTAL=1000000 \
         LOG_FORMAT=text "$BIN" serve >>"$RUN/colloquy.log" 2>&1 &
     COLLOQUY_PID=$!
     PORT="$(wait_port "$COLLOQUY_PID" "$RUN/colloquy.log")" || {
@@ -659,9 +662,10 @@ await_sse_open() { # OUT PID: until the SSE client reported its streams open (or
 }
 if want sse-memory; then
     # Stream i goes to ticket i / SSE_K of the bench tickets (4 per visitor): SSE_T tickets
-    # with SSE_K subscribers each. colloquy caps subscribers per ticket (20,000) and
-    # connections per worker (actix-web's 25,000), not streams per visitor or IP; each
-    # stream takes one unit of its visitor's read budget (raised for the bench teams).
+    # with SSE_K subscribers each. colloquy caps subscribers per ticket (20,000),
+    # connections per worker (actix-web's 25,000) and streams per IP, team and server
+    # (raised for the bench in start_colloquy); each stream takes one unit of its visitor's
+    # read budget (raised for the bench teams).
     # The tails are read now: the loads before wrote to some of these tickets, and a stream
     # opened with an older `after` would replay what they wrote.
     SSE_T=$(((SSE_N + SSE_K - 1) / SSE_K))
@@ -887,7 +891,7 @@ CREF=64
         echo
         echo "Floor, in the same run: the same client and streams against \`examples/sse_floor.rs\` (actix-web alone, the same build and allocator; one event, then the stream stays open): $FLOOR_OPEN streams, RSS $(mb "$FLOOR_RSS0") → $(mb "$FLOOR_RSS1") MB, **$FLOOR_BYTES_PER bytes per stream** — actix-web's own share (the connection, its dispatcher and its 8 KiB read and write buffers); colloquy's own share is the difference, $((SSE_BYTES_PER - FLOOR_BYTES_PER)) bytes."
         echo
-        echo "Caps that apply (none was reached): a ticket takes at most 20,000 subscribers (\`MAX_SUBSCRIBERS\` in \`actors/src/ticket/actor.rs\`; then \`503 overloaded\`); actix-web accepts at most 25,000 connections per worker (its default \`max_connections\`; $WORKERS_N workers); opening a stream spends one unit of the visitor's \`read_distinct_id_per_minute\` budget (default 30 a minute, raised for the bench teams; each bench visitor here opens up to $((4 * SSE_K)) streams). There is no cap on streams per visitor or per IP. Open-file limit (\`ulimit -n\`) for colloquy and the client: $NOFILE."
+        echo "Caps that apply (none was reached): a ticket takes at most 20,000 subscribers (\`MAX_SUBSCRIBERS\` in \`actors/src/ticket/actor.rs\`; then \`503 overloaded\`); actix-web accepts at most 25,000 connections per worker (its default \`max_connections\`; $WORKERS_N workers); opening a stream spends one unit of the visitor's \`read_distinct_id_per_minute\` budget (default 30 a minute, raised for the bench teams; each bench visitor here opens up to $((4 * SSE_K)) streams). The open-stream caps per IP, per team and per server (\`STREAMS_PER_IP\`, \`STREAMS_PER_TEAM\`, \`STREAMS_TOTAL\`; defaults 100, 5,000, 20,000) are raised for the bench, which holds every stream from 127.0.0.1. Open-file limit (\`ulimit -n\`) for colloquy and the client: $NOFILE."
         echo
     fi
 

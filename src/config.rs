@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The `colloquy` command line.
 #[derive(Debug, Parser)]
@@ -108,6 +109,77 @@ pub struct ServeArgs {
     /// Most keys each of the suspicion detector's windows remembers (oldest forgotten first).
     #[arg(long, env = "SUSPICION_MAX_KEYS", default_value_t = KeyTables::default().suspicion_keys)]
     pub suspicion_max_keys: usize,
+    /// Bounds on Server-Sent Event streams.
+    #[command(flatten)]
+    pub streams: StreamArgs,
+}
+
+/// Bounds on Server-Sent Event streams: each open stream holds a connection, a subscription
+/// and memory for as long as it lives, so one client, one tenant or everyone together may
+/// only hold so many, and none forever.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Open SSE streams per client IP (an IPv6 address counts by its /64); more answer `429`.
+    #[arg(long, env = "STREAMS_PER_IP", default_value_t = 100)]
+    pub streams_per_ip: usize,
+    /// Open SSE streams per team; more answer `429`.
+    #[arg(long, env = "STREAMS_PER_TEAM", default_value_t = 5_000)]
+    pub streams_per_team: usize,
+    /// Open SSE streams in this process; more answer `429`.
+    #[arg(long, env = "STREAMS_TOTAL", default_value_t = 20_000)]
+    pub streams_total: usize,
+    /// Seconds an SSE stream lives at most (less up to a tenth, at random, so streams opened
+    /// together end apart); then the client reconnects with `Last-Event-ID`, losing nothing.
+    #[arg(long, env = "STREAM_MAX_LIFETIME", default_value_t = 600)]
+    pub stream_max_lifetime: u64,
+}
+
+/// Validated SSE stream bounds (see [`StreamArgs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Open streams per client IP (IPv6: per /64).
+    pub per_ip: usize,
+    /// Open streams per team.
+    pub per_team: usize,
+    /// Open streams in the process.
+    pub total: usize,
+    /// How long one stream lives.
+    pub max_lifetime: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            per_ip: 100,
+            per_team: 5_000,
+            total: 20_000,
+            max_lifetime: Duration::from_secs(600),
+        }
+    }
+}
+
+impl StreamSettings {
+    /// Validates the bounds, naming the setting that is wrong.
+    pub fn from_args(args: &StreamArgs) -> anyhow::Result<Self> {
+        for (name, value) in [
+            ("STREAMS_PER_IP", args.streams_per_ip),
+            ("STREAMS_PER_TEAM", args.streams_per_team),
+            ("STREAMS_TOTAL", args.streams_total),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                bail!("{name} must be between 1 and 1000000");
+            }
+        }
+        if !(1..=86_400).contains(&args.stream_max_lifetime) {
+            bail!("STREAM_MAX_LIFETIME must be between 1 and 86400 seconds");
+        }
+        Ok(Self {
+            per_ip: args.streams_per_ip,
+            per_team: args.streams_per_team,
+            total: args.streams_total,
+            max_lifetime: Duration::from_secs(args.stream_max_lifetime),
+        })
+    }
 }
 
 /// Validated database settings.
@@ -155,6 +227,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Outgoing mail, if configured.
     pub smtp: Option<crate::mailer::SmtpSettings>,
+    /// Bounds on SSE streams.
+    pub streams: StreamSettings,
     /// How many keys the in-memory tables a stranger can fill may hold.
     pub key_tables: KeyTables,
 }
@@ -208,6 +282,7 @@ impl Settings {
             )?,
             suspicion_keys: table_size("SUSPICION_MAX_KEYS", args.suspicion_max_keys)?,
         };
+        let streams = StreamSettings::from_args(&args.streams)?;
         Ok(Self {
             database,
             bind,
@@ -217,6 +292,7 @@ impl Settings {
             workers: args.workers,
             smtp,
             key_tables,
+            streams,
         })
     }
 }
@@ -264,6 +340,12 @@ mod tests {
             mail_from: "colloquy <noreply@example.com>".into(),
             rate_limit_keys_per_team: 200_000,
             suspicion_max_keys: 50_000,
+            streams: StreamArgs {
+                streams_per_ip: 100,
+                streams_per_team: 5_000,
+                streams_total: 20_000,
+                stream_max_lifetime: 600,
+            },
         };
         f(&mut a);
         a
@@ -274,6 +356,7 @@ mod tests {
         let s = Settings::from_args(&args(|_| {})).unwrap();
         assert_eq!(s.bind.port(), 8080);
         assert!(s.admin_token.is_none());
+        assert_eq!(s.streams, StreamSettings::default());
     }
 
     #[test]
@@ -301,6 +384,13 @@ mod tests {
                 "RATE_LIMIT_KEYS_PER_TEAM",
             ),
             (args(|a| a.suspicion_max_keys = 3), "SUSPICION_MAX_KEYS"),
+            (args(|a| a.streams.streams_per_ip = 0), "STREAMS_PER_IP"),
+            (args(|a| a.streams.streams_per_team = 0), "STREAMS_PER_TEAM"),
+            (args(|a| a.streams.streams_total = 0), "STREAMS_TOTAL"),
+            (
+                args(|a| a.streams.stream_max_lifetime = 0),
+                "STREAM_MAX_LIFETIME",
+            ),
         ];
         for (a, name) in cases {
             let err = format!("{:#}", Settings::from_args(&a).unwrap_err());

@@ -53,6 +53,7 @@ impl Application {
             metrics: Arc::new(crate::telemetry::Metrics::new().context("register metrics")?),
             admin_token: settings.admin_token.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            streams: http::stream::StreamSlots::new(settings.streams),
         };
         state.blocks.refresh(&state.store).await;
         state.blocks.keep_fresh(state.store.clone());

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// SSE streams open now.
     pub streams_open: IntGauge,
+    /// SSE streams the server ended, by reason (`lifetime`, `revoked`, `page`).
+    pub streams_ended: IntCounterVec,
     actors: IntGaugeVec,
     pool: IntGaugeVec,
     verdicts: IntGaugeVec,
@@ -73,6 +75,13 @@ impl Metrics {
             "colloquy_sse_streams_open",
             "Server-Sent Event streams open now",
         )?;
+        let streams_ended = IntCounterVec::new(
+            Opts::new(
+                "colloquy_sse_streams_ended_total",
+                "Server-Sent Event streams the server ended, by reason",
+            ),
+            &["reason"],
+        )?;
         let actors = IntGaugeVec::new(
             Opts::new("colloquy_actors", "Actor counters by kind and measure"),
             &["kind", "measure"],
@@ -88,6 +97,7 @@ impl Metrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(streams_open.clone()))?;
+        registry.register(Box::new(streams_ended.clone()))?;
         registry.register(Box::new(actors.clone()))?;
         registry.register(Box::new(pool.clone()))?;
         let verdicts = IntGaugeVec::new(
@@ -104,6 +114,7 @@ impl Metrics {
             latency,
             rate_limited,
             streams_open,
+            streams_ended,
             actors,
             pool,
             verdicts,

@@ -386,3 +386,35 @@ async fn a_subscriber_that_falls_behind_is_cut_off_and_counted() {
     assert_eq!(got, 0, "the one that fell 100 events behind is cut off");
     assert_eq!(tickets.stats().dropped, 1, "and counted as dropped");
 }
+
+#[actix_rt::test]
+async fn a_subscription_replays_one_page_and_says_when_more_follow() {
+    let store = Arc::new(MemoryStore::default());
+    let config = TicketConfig {
+        replay_page: 3,
+        ..TicketConfig::default()
+    };
+    let tickets = Tickets::start(store, config);
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    for i in 0..4 {
+        tickets
+            .append(team, ticket, Some(visitor()), message(&format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    // Five messages (the opening one and four more): one page of three, then the rest.
+    let first = tickets
+        .subscribe(team, ticket, Some(visitor()), None, false)
+        .await
+        .unwrap();
+    assert_eq!(first.replay.len(), 3);
+    assert!(first.has_more, "two more follow the page");
+    let after = first.replay.last().map(|m| m.created_at);
+    let rest = tickets
+        .subscribe(team, ticket, Some(visitor()), after, false)
+        .await
+        .unwrap();
+    assert_eq!(rest.replay.len(), 2);
+    assert!(!rest.has_more, "the second page reaches the tail");
+}

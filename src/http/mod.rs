@@ -48,6 +48,8 @@ pub struct AppState {
     pub admin_token: Option<String>,
     /// Proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Open SSE streams per client IP, per team and in total, against their caps.
+    pub streams: stream::StreamSlots,
 }
 
 /// One route of the API: method, path (relative to its surface's scope) and handler.

@@ -74,6 +74,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         workers: Some(2),
         smtp: None,
         key_tables: Default::default(),
+        streams: Default::default(),
     };
     configure(&mut settings);
     let app = Application::build(settings).await.expect("build the app");

@@ -16,6 +16,7 @@ mod security_identity;
 mod security_limits;
 mod security_ops;
 mod security_restore;
+mod security_streams;
 mod shutdown;
 mod stream;
 mod widget_post;

@@ -2,7 +2,9 @@
 //! live, reconnects replay exactly what was missed, private notes never appear, and the
 //! stream is as closed to other visitors and teams as GET messages.
 
-use crate::helpers::{assert_error, spawn_app, SseClient, SseEvent, TestApp, TestTeam};
+use crate::helpers::{
+    assert_error, spawn_app, spawn_app_with, SseClient, SseEvent, TestApp, TestTeam,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -226,7 +228,8 @@ async fn a_garbage_last_event_id_is_a_validation_error() {
 
 #[actix_web::test]
 async fn a_thousand_streams_on_one_ticket_each_receive_the_reply() {
-    let app = spawn_app().await;
+    // All from one IP: the per-IP stream cap (100 by default) is raised for this fan-out test.
+    let app = spawn_app_with(|s| s.streams.per_ip = 2_000).await;
     let team = app.create_unlimited_team().await;
     let visitor = "crowd@example.com";
     let ticket = app.open_ticket(&team.token, visitor, "hi all").await;

@@ -117,7 +117,8 @@ pub struct Subscribe {
     pub team_id: Uuid,
     /// The visitor's key, or `None` for an operator.
     pub visitor: Option<VisitorKey>,
-    /// Replay messages strictly after this (None: the whole history).
+    /// Replay messages strictly after this (None: from the first), at most one page
+    /// ([`super::TicketConfig::replay_page`]).
     pub after: Option<DateTime<Utc>>,
     /// Operators see private notes; widgets never do.
     pub include_private: bool,
@@ -129,8 +130,11 @@ pub struct Subscribe {
 pub struct Subscription {
     /// Current status.
     pub status: TicketStatus,
-    /// Messages after the requested point, ascending.
+    /// Messages after the requested point, ascending: at most one page.
     pub replay: Vec<StoredMessage>,
+    /// More messages follow the replayed page than it holds: a consumer that forwarded
+    /// live events now would skip them, so it ends and resumes after the page's last one.
+    pub has_more: bool,
     events: broadcast::Receiver<TicketEvent>,
     include_private: bool,
     shared: Arc<Shared>,
@@ -523,13 +527,13 @@ impl Handler<Subscribe> for TicketActor {
         let events = tx.subscribe();
         let (include_private, shared) = (msg.include_private, Arc::clone(&self.shared));
         let status = self.state.status;
-        // Replay everything the subscriber missed, however much it is.
-        let limit = usize::MAX / 2;
+        let limit = self.shared.config.replay_page;
         if let Some(page) = self.recent.page(msg.after, limit, msg.include_private) {
             return Box::pin(async move {
                 Ok(Subscription {
                     status,
                     replay: page.messages,
+                    has_more: page.has_more,
                     events,
                     include_private,
                     shared,
@@ -540,11 +544,12 @@ impl Handler<Subscribe> for TicketActor {
         let (team_id, ticket_id) = (self.state.team_id, self.state.id);
         Box::pin(async move {
             let page = store
-                .page_messages(team_id, ticket_id, msg.after, 10_000, msg.include_private)
+                .page_messages(team_id, ticket_id, msg.after, limit, msg.include_private)
                 .await?;
             Ok(Subscription {
                 status,
                 replay: page.messages,
+                has_more: page.has_more,
                 events,
                 include_private,
                 shared,

@@ -39,6 +39,9 @@ pub struct TicketConfig {
     pub request_timeout: Duration,
     /// Recent messages kept per ticket for polling from memory.
     pub recent_capacity: usize,
+    /// Most messages one subscription replays: a stream far behind gets one page, ends,
+    /// and reconnects from its last one, so no stream holds a whole history in memory.
+    pub replay_page: usize,
 }
 
 impl Default for TicketConfig {
@@ -51,6 +54,7 @@ impl Default for TicketConfig {
             write_timeout: Duration::from_millis(1200),
             request_timeout: Duration::from_millis(1600),
             recent_capacity: 8,
+            replay_page: 500,
         }
     }
 }
