@@ -101,6 +101,10 @@ pub struct ServeArgs {
         default_value = "colloquy <noreply@localhost.localdomain>"
     )]
     pub mail_from: String,
+    /// How this node learns what other nodes changed: `off` (one node) or `postgres`
+    /// (LISTEN/NOTIFY on the shared database; set it on every node of a cluster).
+    #[arg(long, env = "CHANGE_FEED", value_enum, default_value_t = crate::cluster::ChangeFeed::Off)]
+    pub change_feed: crate::cluster::ChangeFeed,
 }
 
 /// Validated database settings.
@@ -148,6 +152,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Outgoing mail, if configured.
     pub smtp: Option<crate::mailer::SmtpSettings>,
+    /// Cluster membership and change feed.
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 impl Settings {
@@ -181,6 +187,11 @@ impl Settings {
             log_format: args.log_format,
             workers: args.workers,
             smtp,
+            cluster: crate::cluster::ClusterSettings {
+                feed: args.change_feed,
+                name: bind.to_string(),
+                ..Default::default()
+            },
         })
     }
 }
@@ -217,6 +228,7 @@ mod tests {
             workers: None,
             smtp_url: None,
             mail_from: "colloquy <noreply@example.com>".into(),
+            change_feed: crate::cluster::ChangeFeed::Off,
         };
         f(&mut a);
         a
