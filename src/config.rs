@@ -102,6 +102,10 @@ pub struct ServeArgs {
         default_value = "colloquy <noreply@localhost.localdomain>"
     )]
     pub mail_from: String,
+    /// How this node learns what other nodes changed: `off` (one node) or `postgres`
+    /// (LISTEN/NOTIFY on the shared database; set it on every node of a cluster).
+    #[arg(long, env = "CHANGE_FEED", value_enum, default_value_t = crate::cluster::ChangeFeed::Off)]
+    pub change_feed: crate::cluster::ChangeFeed,
     /// Most rate-limit keys (visitors, IPs, sessions) one team's limiter remembers; beyond it
     /// the oldest are forgotten, so a flood of made-up keys costs memory, never admission.
     #[arg(long, env = "RATE_LIMIT_KEYS_PER_TEAM", default_value_t = KeyTables::default().rate_limit_keys_per_team)]
@@ -227,6 +231,8 @@ pub struct Settings {
     pub workers: Option<usize>,
     /// Outgoing mail, if configured.
     pub smtp: Option<crate::mailer::SmtpSettings>,
+    /// Cluster membership and change feed.
+    pub cluster: crate::cluster::ClusterSettings,
     /// Bounds on SSE streams.
     pub streams: StreamSettings,
     /// How many keys the in-memory tables a stranger can fill may hold.
@@ -293,6 +299,11 @@ impl Settings {
             smtp,
             key_tables,
             streams,
+            cluster: crate::cluster::ClusterSettings {
+                feed: args.change_feed,
+                name: bind.to_string(),
+                ..Default::default()
+            },
         })
     }
 }
@@ -346,6 +357,7 @@ mod tests {
                 streams_total: 20_000,
                 stream_max_lifetime: 600,
             },
+            change_feed: crate::cluster::ChangeFeed::Off,
         };
         f(&mut a);
         a

@@ -5,6 +5,7 @@
 //! integration tests build the same [`startup::Application`].
 
 pub mod blocks;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod mailer;

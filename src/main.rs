@@ -43,7 +43,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let db = DatabaseSettings::from_args(&database)?;
             store::migrate(&db.config).await?;
-            let store = store::connect(&db)?;
+            let store = store::connect(&db, None)?;
             let created = teams::create_from_cli(&store, &name, if_not_exists).await?;
             println!("{}", serde_json::to_string_pretty(&created)?);
             Ok(())

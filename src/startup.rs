@@ -2,6 +2,7 @@
 //! signal, then shuts down in order: stop accepting, finish in-flight requests, let every
 //! ticket actor commit its queue, write pending suspicion flags.
 
+use crate::cluster::{ChangeFeed, Cluster};
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::store;
@@ -30,7 +31,9 @@ impl Application {
     /// actix System (`#[actix_web::main]` / `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         store::migrate(&settings.database.config).await?;
-        let pg = store::connect(&settings.database)?;
+        let node_id = uuid::Uuid::now_v7();
+        let announce = (settings.cluster.feed != ChangeFeed::Off).then_some(node_id);
+        let pg = store::connect(&settings.database, announce)?;
         let _first = pg
             .pool()
             .get()
@@ -38,17 +41,29 @@ impl Application {
             .context("open a first database connection")?;
         pg.start_group_commit();
         let port_store: Arc<dyn Store> = Arc::new(pg.clone());
+        let tickets = Tickets::start(Arc::clone(&port_store), TicketConfig::default());
+        let (teams, blocks) = (TeamCache::default(), crate::blocks::BlockList::default());
+        let cluster = Cluster::start(
+            settings.cluster.clone(),
+            node_id,
+            pg.clone(),
+            tickets.clone(),
+            teams.clone(),
+            blocks.clone(),
+        )
+        .await?;
         let state = AppState {
             store: pg.clone(),
-            teams: TeamCache::default(),
+            teams,
             limiters: RateLimiters::with_max_keys(settings.key_tables.rate_limit_keys_per_team),
-            tickets: Tickets::start(Arc::clone(&port_store), TicketConfig::default()),
+            tickets,
+            cluster,
             suspicion: SuspicionDetector::start_with(
                 port_store,
                 settings.key_tables.suspicion_keys,
             ),
             mailer: crate::mailer::MailerHandle::start(pg.clone(), settings.smtp.clone()),
-            blocks: crate::blocks::BlockList::default(),
+            blocks,
             draining: Arc::default(),
             metrics: Arc::new(crate::telemetry::Metrics::new().context("register metrics")?),
             admin_token: settings.admin_token.clone(),
@@ -105,6 +120,7 @@ impl Application {
         tracing::info!("HTTP stopped; draining ticket actors");
         self.state.tickets.drain().await;
         self.state.suspicion.flush().await;
+        self.state.cluster.leave().await;
         tracing::info!("shutdown complete");
         Ok(())
     }

@@ -391,9 +391,21 @@ type CachedTeam = (Option<Arc<Team>>, Instant);
 
 /// Token → team, cached for a few seconds (including "no such team", boundedly), so the
 /// widget's polling does not query the teams table on every request.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct TeamCache {
     entries: Arc<DashMap<(Credential, [u8; 32]), CachedTeam>>,
+    /// False while another node may change teams unannounced (see `crate::cluster`):
+    /// every lookup then reads the database.
+    trusted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for TeamCache {
+    fn default() -> Self {
+        Self {
+            entries: Arc::default(),
+            trusted: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
 }
 
 impl TeamCache {
@@ -415,6 +427,18 @@ impl TeamCache {
         self.lookup(store, Credential::Secret, key).await
     }
 
+    /// Says whether cached teams may answer (the cluster decides); untrusted, every lookup
+    /// reads the database.
+    pub fn set_trusted(&self, trusted: bool) {
+        self.trusted
+            .store(trusted, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Forgets every cached team (after the change feed was down).
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
     /// Forgets every cached credential of a team, after its settings or tokens changed.
     pub fn invalidate(&self, team_id: Uuid) {
         self.entries
@@ -428,10 +452,11 @@ impl TeamCache {
         token: &str,
     ) -> Result<Option<Arc<Team>>, StoreError> {
         let key = (kind, token_digest(token));
+        let trusted = self.trusted.load(std::sync::atomic::Ordering::Acquire);
         let cached = self
             .entries
             .get(&key)
-            .filter(|e| e.value().1.elapsed() < CACHE_TTL)
+            .filter(|e| trusted && e.value().1.elapsed() < CACHE_TTL)
             .map(|e| e.value().0.clone());
         if let Some(hit) = cached {
             return Ok(hit);

@@ -34,6 +34,8 @@ pub struct AppState {
     pub limiters: RateLimiters,
     /// Ticket actors.
     pub tickets: Tickets,
+    /// This node's place in a cluster: whether its memory may answer reads.
+    pub cluster: crate::cluster::Cluster,
     /// The suspicion detector.
     pub suspicion: SuspicionHandle,
     /// Outgoing mail.

@@ -81,6 +81,7 @@ pub async fn openapi_json() -> HttpResponse {
         super::ops::healthz,
         super::ops::readyz,
         super::ops::actors,
+        super::ops::cluster,
         super::ops::metrics,
         openapi_json,
     ),

@@ -197,6 +197,7 @@ async fn typing(
     let team = operator_team(&req, &state).await?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     state.tickets.typing(team.id, ticket_id, None).await?;
+    state.cluster.typing(ticket_id, false);
     Ok(HttpResponse::NoContent().finish())
 }
 

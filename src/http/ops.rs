@@ -17,6 +17,7 @@ pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
             Endpoint::new(Method::GET, "/healthz", healthz),
             Endpoint::new(Method::GET, "/readyz", readyz),
             Endpoint::new(Method::GET, "/api/ops/actors", actors),
+            Endpoint::new(Method::GET, "/api/ops/cluster", cluster),
             Endpoint::new(Method::GET, "/metrics", metrics),
         ],
     )
@@ -219,4 +220,21 @@ async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         "mailer": state.mailer.stats(),
         "database_pool": {"size": pool.size, "max_size": pool.max_size, "available": pool.available, "waiting": pool.waiting},
     })))
+}
+
+/// What this node believes about the cluster (admin token): the other live nodes, the change
+/// feed, and whether reads are answered from memory.
+#[utoipa::path(
+    get,
+    path = "/api/ops/cluster",
+    tag = "ops",
+    responses(
+        (status = 200, description = "This node's view of the cluster", body = crate::cluster::ClusterStatus),
+        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
+async fn cluster(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    Ok(HttpResponse::Ok().json(state.cluster.status()))
 }

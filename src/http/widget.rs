@@ -682,6 +682,7 @@ async fn typing(
         Some(distinct_id.as_str()),
     )?;
     charged.settle(state.tickets.typing(team.id, ticket_id, Some(key)).await)?;
+    state.cluster.typing(ticket_id, true);
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -7,6 +7,7 @@
 mod blocks;
 mod commit;
 mod messages;
+mod nodes;
 mod operator;
 mod pages;
 mod readers;
@@ -62,11 +63,16 @@ pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<()> {
 }
 
 /// Builds the store: a pool with bounded waits for writes (an outage answers 503 quickly
-/// instead of hanging) and shared per-thread connections for reads.
-pub fn connect(db: &DatabaseSettings) -> anyhow::Result<PgStore> {
+/// instead of hanging) and shared per-thread connections for reads. With `announce_as`,
+/// this node's writes raise change notices for the others (the `colloquy.feed` and
+/// `colloquy.node` session settings the triggers of `sql/V3__cluster.sql` read).
+pub fn connect(db: &DatabaseSettings, announce_as: Option<uuid::Uuid>) -> anyhow::Result<PgStore> {
     let mut config = db.config.clone();
     config.connect_timeout(CONNECT_TIMEOUT);
-    config.options(SESSION_OPTIONS);
+    let feed_options = announce_as
+        .map(|node| format!(" -c colloquy.feed=on -c colloquy.node={node}"))
+        .unwrap_or_default();
+    config.options(format!("{SESSION_OPTIONS}{feed_options}"));
     config.application_name("colloquy");
     // Read statements are written to keep one plan for any parameters; PostgreSQL would
     // re-plan the page batch on every execution (its array length changes the estimate),
@@ -76,6 +82,7 @@ pub fn connect(db: &DatabaseSettings) -> anyhow::Result<PgStore> {
         "{SESSION_OPTIONS} -c plan_cache_mode=force_generic_plan"
     ));
     let readers = readers::Readers::new(read_config);
+    let plain = db.config.clone();
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -92,6 +99,7 @@ pub fn connect(db: &DatabaseSettings) -> anyhow::Result<PgStore> {
         .build()
         .context("build the database pool")?;
     Ok(PgStore {
+        config: Arc::new(plain),
         pool,
         readers: Arc::new(readers),
         pages: Arc::default(),
@@ -102,6 +110,8 @@ pub fn connect(db: &DatabaseSettings) -> anyhow::Result<PgStore> {
 /// The store: a pool for writes, shared connections for reads, and the queries.
 #[derive(Clone)]
 pub struct PgStore {
+    /// The connection settings as configured (the change feed opens its own connection).
+    config: Arc<tokio_postgres::Config>,
     pool: Pool,
     /// Per-thread pipelined connections for single-statement reads (see `readers.rs`).
     readers: Arc<readers::Readers>,
@@ -112,6 +122,11 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The connection settings as configured, for connections of their own (the feed).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
     /// The pool, for readiness checks and metrics.
     pub fn pool(&self) -> &Pool {
         &self.pool

@@ -62,6 +62,20 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("create the test database");
     let mut db_config = base.clone();
     db_config.dbname(&db_name);
+    serve_on(db_name, db_config, configure).await
+}
+
+/// A second node on `first`'s database (the two make a cluster), with settings changed by
+/// `configure` (e.g. its change feed).
+pub async fn spawn_node(first: &TestApp, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    serve_on(first.db_name.clone(), first.db_config.clone(), configure).await
+}
+
+async fn serve_on(
+    db_name: String,
+    db_config: tokio_postgres::Config,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let mut settings = Settings {
         database: DatabaseSettings {
             config: db_config.clone(),
@@ -75,6 +89,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         smtp: None,
         key_tables: Default::default(),
         streams: Default::default(),
+        cluster: Default::default(),
     };
     configure(&mut settings);
     let app = Application::build(settings).await.expect("build the app");

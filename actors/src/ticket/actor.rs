@@ -88,6 +88,21 @@ pub enum TicketEvent {
 #[rtype(result = "()")]
 pub struct Refresh(pub TicketFacts);
 
+/// The ticket changed outside this node (the cluster's change feed said so, or, without a
+/// trusted feed, the periodic check of a watched ticket): reload its facts and key, and pass
+/// the messages written elsewhere to subscribers in order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CatchUp;
+
+/// Someone is typing on a ticket whose request reached another node.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TypingElsewhere {
+    /// Whether the visitor is the one typing.
+    pub customer: bool,
+}
+
 /// Ends the ticket's live streams (at shutdown, so open SSE connections do not hold the
 /// server until its timeout; clients reconnect elsewhere and are replayed what they missed).
 #[derive(Debug, Message)]
@@ -182,9 +197,19 @@ pub struct TicketActor {
     /// costs a receiver, not a queue of its own.
     subscribers: Option<broadcast::Sender<TicketEvent>>,
     gone: bool,
+    /// A catch-up is loading from the database; another one asked for meanwhile runs after.
+    catching_up: bool,
+    catch_up_again: bool,
     view: Arc<ViewCell>,
     shared: Arc<Shared>,
 }
+
+/// How often a watched ticket checks the database while memory is not trusted.
+const UNTRUSTED_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Messages one catch-up passes on; a ticket further behind cuts its subscribers off (they
+/// reconnect and are replayed from the database).
+const CATCH_UP_LIMIT: usize = 500;
 
 impl TicketActor {
     /// An actor for a loaded ticket; `recent` is what is already known of its messages.
@@ -205,6 +230,8 @@ impl TicketActor {
             drained: Vec::new(),
             subscribers: None,
             gone: false,
+            catching_up: false,
+            catch_up_again: false,
             view,
             shared,
         }
@@ -279,11 +306,19 @@ impl TicketActor {
                         AppendResult::Replayed(_) => None,
                     })
                     .collect();
-                if let Some(last) = stored.last() {
-                    self.state.last_created_at = Some(last.created_at);
-                }
-                for m in &stored {
-                    self.broadcast(&TicketEvent::Message(Arc::new(m.clone())));
+                // Someone else wrote since the newest message we passed on (another node,
+                // or a commit whose outcome we never learnt): subscribers get those first,
+                // in order, from the database, together with ours.
+                let gap = outcome.prev_last_created_at != self.state.last_created_at;
+                if gap {
+                    self.catch_up(ctx);
+                } else {
+                    if let Some(last) = stored.last() {
+                        self.state.last_created_at = Some(last.created_at);
+                    }
+                    for m in &stored {
+                        self.broadcast(&TicketEvent::Message(Arc::new(m.clone())));
+                    }
                 }
                 self.recent.extend(outcome.prev_last_created_at, stored);
                 self.publish();
@@ -360,6 +395,109 @@ impl TicketActor {
         ctx.stop();
     }
 
+    /// Reloads the ticket and the messages after the newest one passed on, with the actor's
+    /// mailbox paused meanwhile (two reads), so nothing it does interleaves with the result.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        if self.gone {
+            return;
+        }
+        if self.catching_up {
+            self.catch_up_again = true;
+            return;
+        }
+        self.catching_up = true;
+        let from = self.state.last_created_at;
+        let store = Arc::clone(&self.shared.store);
+        let (team_id, ticket_id) = (self.state.team_id, self.state.id);
+        let timeout = self.shared.config.write_timeout;
+        let load = async move {
+            let fresh = store.load_ticket(team_id, ticket_id).await?;
+            let page = match &fresh {
+                Some(t) if t.last_created_at > from => {
+                    store
+                        .page_messages(team_id, ticket_id, from, CATCH_UP_LIMIT, true)
+                        .await?
+                }
+                _ => MessagePage {
+                    messages: Vec::new(),
+                    has_more: false,
+                },
+            };
+            Ok::<_, StoreError>((fresh, page))
+        };
+        let load = async move {
+            tokio::time::timeout(timeout, load)
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("catch-up timed out".into())))
+        };
+        ctx.wait(load.into_actor(self).map(move |res, act, ctx| {
+            act.catching_up = false;
+            act.finish_catch_up(from, res, ctx);
+            if std::mem::take(&mut act.catch_up_again) {
+                act.catch_up(ctx);
+            }
+        }));
+    }
+
+    fn finish_catch_up(
+        &mut self,
+        from: Option<DateTime<Utc>>,
+        res: Result<(Option<TicketState>, MessagePage), StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.shared.stats.handled();
+        match res {
+            Err(_) => {
+                // Unknown: answer reads from the database until our next commit.
+                self.shared.stats.error();
+                self.recent.invalidate();
+                self.publish();
+            }
+            Ok((None, _)) => {
+                // Erased elsewhere: end its streams and forget it.
+                self.gone = true;
+                self.subscribers = None;
+                self.recent.invalidate();
+                self.publish();
+                self.evict(ctx);
+            }
+            Ok((Some(fresh), page)) => {
+                // A restore re-keys tickets: the key is the database's, not ours.
+                self.state.owner = fresh.owner.clone();
+                self.state.linked_distinct_id = fresh.linked_distinct_id.clone();
+                self.apply(TicketFacts {
+                    status: fresh.status,
+                    unread_customer: fresh.unread_customer,
+                    version: fresh.version,
+                });
+                if page.has_more {
+                    self.subscribers = None; // too far behind: they reconnect and replay
+                    self.recent = Recent::at_tail(self.recent_capacity(), fresh.last_created_at);
+                } else if !page.messages.is_empty() {
+                    for m in &page.messages {
+                        self.broadcast(&TicketEvent::Message(Arc::new(m.clone())));
+                    }
+                    self.recent.extend(from, page.messages);
+                } else if fresh.last_created_at != from {
+                    self.recent = Recent::at_tail(self.recent_capacity(), fresh.last_created_at);
+                }
+                self.state.last_created_at = fresh.last_created_at.max(from);
+                self.publish();
+            }
+        }
+    }
+
+    fn recent_capacity(&self) -> usize {
+        self.shared.config.recent_capacity
+    }
+
+    /// Without a trusted change feed, a watched ticket looks for changes made elsewhere.
+    fn poll_if_untrusted(&mut self, ctx: &mut Context<Self>) {
+        if !self.shared.memory_trusted() && self.subscribers.is_some() {
+            self.catch_up(ctx);
+        }
+    }
+
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
         if self.view.take_read() {
             self.last_used = Instant::now();
@@ -393,6 +531,7 @@ impl Actor for TicketActor {
             .max(std::time::Duration::from_millis(10))
             / 2;
         ctx.run_interval(every, |act, ctx| act.check_idle(ctx));
+        ctx.run_interval(UNTRUSTED_POLL, |act, ctx| act.poll_if_untrusted(ctx));
         // Appends that queued while a restart was under way are written now.
         self.flush(ctx);
     }
@@ -487,6 +626,25 @@ impl Handler<Evict> for TicketActor {
     }
 }
 
+impl Handler<CatchUp> for TicketActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUp, ctx: &mut Self::Context) {
+        self.catch_up(ctx);
+    }
+}
+
+impl Handler<TypingElsewhere> for TicketActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TypingElsewhere, _: &mut Self::Context) {
+        self.shared.stats.handled();
+        self.broadcast(&TicketEvent::Typing {
+            customer: msg.customer,
+        });
+    }
+}
+
 impl Handler<EndStreams> for TicketActor {
     type Result = ();
 
@@ -528,7 +686,12 @@ impl Handler<Subscribe> for TicketActor {
         let (include_private, shared) = (msg.include_private, Arc::clone(&self.shared));
         let status = self.state.status;
         let limit = self.shared.config.replay_page;
-        if let Some(page) = self.recent.page(msg.after, limit, msg.include_private) {
+        let remembered = self
+            .shared
+            .memory_trusted()
+            .then(|| self.recent.page(msg.after, limit, msg.include_private))
+            .flatten();
+        if let Some(page) = remembered {
             return Box::pin(async move {
                 Ok(Subscription {
                     status,

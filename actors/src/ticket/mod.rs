@@ -7,8 +7,8 @@ mod supervisor;
 mod view;
 
 pub use actor::{
-    Append, Appended, Drain, EndStreams, Evict, Refresh, Subscribe, Subscription, TicketActor,
-    TicketEvent, TicketPage, Typing,
+    Append, Appended, CatchUp, Drain, EndStreams, Evict, Refresh, Subscribe, Subscription,
+    TicketActor, TicketEvent, TicketPage, Typing, TypingElsewhere,
 };
 pub use recent::Recent;
 pub use supervisor::{TicketConfig, TicketSupervisor, Tickets};

@@ -6,8 +6,8 @@
 //! the registry and drains every ticket at shutdown.
 
 use super::actor::{
-    Append, Appended, Drain, EndStreams, Evict, Refresh, Subscribe, Subscription, TicketActor,
-    TicketPage, Typing,
+    Append, Appended, CatchUp, Drain, EndStreams, Evict, Refresh, Subscribe, Subscription,
+    TicketActor, TicketPage, Typing, TypingElsewhere,
 };
 use super::view::{View, ViewCell};
 use super::{Recent, TicketError};
@@ -18,6 +18,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -65,6 +66,16 @@ pub(super) struct Shared {
     pub(super) registry: DashMap<Uuid, Live>,
     pub(super) stats: ActorStats,
     pub(super) config: TicketConfig,
+    /// Whether what actors hold in memory is current: always on one node; in a cluster
+    /// only while the change feed is healthy (see the service's `cluster` module).
+    memory_trusted: AtomicBool,
+}
+
+impl Shared {
+    /// Whether reads may be answered from memory.
+    pub(super) fn memory_trusted(&self) -> bool {
+        self.memory_trusted.load(Ordering::Acquire)
+    }
 }
 
 /// A live ticket: its actor, and the view it publishes for reads.
@@ -89,6 +100,7 @@ impl Tickets {
             registry: DashMap::new(),
             stats: ActorStats::default(),
             config,
+            memory_trusted: AtomicBool::new(true),
         });
         let supervisor = TicketSupervisor {
             shared: Arc::clone(&shared),
@@ -100,6 +112,48 @@ impl Tickets {
     /// Counters of the ticket actors, for `/api/ops/actors` and metrics.
     pub fn stats(&self) -> ActorStatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Whether reads may be answered from what the actors hold in memory.
+    pub fn memory_trusted(&self) -> bool {
+        self.shared.memory_trusted()
+    }
+
+    /// Says whether memory is current (the cluster's node registry and change feed decide).
+    /// Untrusted, every read and access check goes to the database; trusted again, every
+    /// live ticket first catches up with what changed meanwhile.
+    pub fn set_memory_trusted(&self, trusted: bool) {
+        let was = self.shared.memory_trusted.swap(trusted, Ordering::AcqRel);
+        if trusted && !was {
+            self.revalidate_all();
+        }
+    }
+
+    /// Every live ticket reloads from the database (after the change feed reconnected).
+    pub fn revalidate_all(&self) {
+        for live in self.shared.registry.iter() {
+            if live.value().addr.try_send(CatchUp).is_err() {
+                self.shared.stats.dropped();
+            }
+        }
+    }
+
+    /// Another node changed this ticket: its live actor here, if any, catches up.
+    pub fn changed_elsewhere(&self, ticket_id: Uuid) {
+        if let Some(live) = self.live(ticket_id) {
+            if live.addr.try_send(CatchUp).is_err() {
+                self.shared.stats.dropped();
+            }
+        }
+    }
+
+    /// Someone is typing on this ticket through another node: its streams here hear it.
+    pub fn typing_elsewhere(&self, ticket_id: Uuid, customer: bool) {
+        if let Some(live) = self.live(ticket_id) {
+            if live.addr.try_send(TypingElsewhere { customer }).is_err() {
+                self.shared.stats.dropped();
+            }
+        }
     }
 
     /// Whether a live actor holds this ticket (tests of eviction use it).
@@ -131,6 +185,7 @@ impl Tickets {
         visitor: Option<VisitorKey>,
         message: NewMessage,
     ) -> Result<Appended, TicketError> {
+        let visitor = self.checked_fresh(team_id, ticket_id, visitor).await?;
         let addr = self.actor(team_id, ticket_id).await?.addr;
         let msg = Append {
             team_id,
@@ -152,6 +207,11 @@ impl Tickets {
         limit: usize,
         include_private: bool,
     ) -> Result<TicketPage, TicketError> {
+        if !self.memory_trusted() {
+            return self
+                .read_fresh(team_id, ticket_id, visitor, after, limit, include_private)
+                .await;
+        }
         let view = self.view(team_id, ticket_id, visitor.as_ref()).await?;
         let (status, unread_customer) = (view.status, view.unread_customer);
         if let Some(page) = view.recent.page(after, limit, include_private) {
@@ -174,6 +234,69 @@ impl Tickets {
         })
     }
 
+    /// [`Tickets::read`] without memory: the ticket and its page from the database.
+    async fn read_fresh(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<VisitorKey>,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+        include_private: bool,
+    ) -> Result<TicketPage, TicketError> {
+        let state = self
+            .load_checked(team_id, ticket_id, visitor.as_ref())
+            .await?;
+        let store = Arc::clone(&self.shared.store);
+        let page = self
+            .bounded(store.page_messages(team_id, ticket_id, after, limit, include_private))
+            .await??;
+        Ok(TicketPage {
+            status: state.status,
+            unread_customer: state.unread_customer,
+            page,
+            from_memory: false,
+        })
+    }
+
+    /// The ticket as the database has it, after checking the request may use it.
+    async fn load_checked(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<&VisitorKey>,
+    ) -> Result<crate::store::TicketState, TicketError> {
+        let store = Arc::clone(&self.shared.store);
+        let state = self
+            .bounded(store.load_ticket(team_id, ticket_id))
+            .await??
+            .ok_or(TicketError::NotFound)?;
+        super::view::check_access(
+            state.team_id,
+            &state.owner,
+            state.linked_distinct_id.as_deref(),
+            team_id,
+            visitor,
+        )?;
+        Ok(state)
+    }
+
+    /// While memory is not trusted, checks the request against the database (the ticket may
+    /// have been re-keyed or erased elsewhere) and then needs no check by the actor.
+    async fn checked_fresh(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+        visitor: Option<VisitorKey>,
+    ) -> Result<Option<VisitorKey>, TicketError> {
+        if self.memory_trusted() || visitor.is_none() {
+            return Ok(visitor);
+        }
+        self.load_checked(team_id, ticket_id, visitor.as_ref())
+            .await?;
+        Ok(None)
+    }
+
     /// Opens a live subscription to a ticket's events (SSE).
     pub async fn subscribe(
         &self,
@@ -183,6 +306,7 @@ impl Tickets {
         after: Option<DateTime<Utc>>,
         include_private: bool,
     ) -> Result<Subscription, TicketError> {
+        let visitor = self.checked_fresh(team_id, ticket_id, visitor).await?;
         let addr = self.actor(team_id, ticket_id).await?.addr;
         let msg = Subscribe {
             team_id,
@@ -201,6 +325,11 @@ impl Tickets {
         ticket_id: Uuid,
         visitor: Option<VisitorKey>,
     ) -> Result<(), TicketError> {
+        if !self.memory_trusted() {
+            self.load_checked(team_id, ticket_id, visitor.as_ref())
+                .await?;
+            return Ok(());
+        }
         self.view(team_id, ticket_id, visitor.as_ref()).await?;
         Ok(())
     }
@@ -212,6 +341,7 @@ impl Tickets {
         ticket_id: Uuid,
         visitor: Option<VisitorKey>,
     ) -> Result<(), TicketError> {
+        let visitor = self.checked_fresh(team_id, ticket_id, visitor).await?;
         let addr = self.actor(team_id, ticket_id).await?.addr;
         self.ask(addr, Typing { team_id, visitor }).await?
     }

@@ -1,0 +1,97 @@
+//! The change feed on PostgreSQL: one dedicated connection per node that `LISTEN`s on
+//! `colloquy_changes`. Triggers raise the notices inside the committing transaction
+//! (`sql/V3__cluster.sql`), so a notice is delivered exactly when its commit happened, after
+//! it. The feed is healthy from `LISTEN` until the connection ends or stops hearing this
+//! node's own pings; then the node reads from PostgreSQL, reconnects, reloads what it holds
+//! and trusts its memory again.
+
+use super::Cluster;
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
+use tokio_postgres::AsyncMessage;
+
+/// The channel every node listens on.
+pub const CHANNEL: &str = "colloquy_changes";
+/// A ping not heard back within this long means the feed is dead even if its socket is not.
+const PING_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Runs the feed for as long as the System runs, reconnecting with a growing pause.
+pub(super) fn start(cluster: Cluster) {
+    actix_web::rt::spawn(async move {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            if let Err(e) = listen(&cluster).await {
+                tracing::warn!(error = %e, "change feed lost");
+            }
+            cluster.set_feed_healthy(false);
+            if started.elapsed() > Duration::from_secs(10) {
+                pause = Duration::from_millis(100);
+            }
+            actix_web::rt::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    });
+}
+
+/// One connection's life: listen, revalidate, then apply notices until it ends.
+async fn listen(cluster: &Cluster) -> anyhow::Result<()> {
+    let mut config = cluster.store.config().clone();
+    config.application_name("colloquy-feed");
+    config.connect_timeout(Duration::from_millis(1500));
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // The connection is driven here; its notices go to `rx`. Unbounded is bounded in
+    // practice: the loop below only hands each notice on without waiting.
+    let driver = actix_web::rt::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "change feed connection ended");
+                    break;
+                }
+            }
+        }
+    });
+    let result = async {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        // Whatever changed before LISTEN took effect is reloaded; what changes from now on
+        // arrives as notices, so nothing falls between the two.
+        cluster.revalidate().await;
+        cluster.set_feed_healthy(true);
+        tracing::info!("change feed listening");
+        let me = cluster.node_id().to_string();
+        let ping = format!("p {me} ");
+        let mut heard = Instant::now();
+        let mut every = actix_web::rt::time::interval(PING_DEADLINE / 3);
+        loop {
+            tokio::select! {
+                n = rx.recv() => match n {
+                    Some(payload) if payload.starts_with(&ping) => heard = Instant::now(),
+                    Some(payload) => cluster.on_notice(&payload),
+                    None => anyhow::bail!("the feed's connection closed"),
+                },
+                _ = every.tick() => {
+                    if heard.elapsed() > PING_DEADLINE {
+                        anyhow::bail!("no ping heard back for {PING_DEADLINE:?}");
+                    }
+                    // Through the feed's own connection: a healthy socket echoes it back.
+                    let notify = format!("NOTIFY {CHANNEL}, '{ping}'");
+                    tokio::time::timeout(PING_DEADLINE, client.batch_execute(&notify))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("ping not sent within {PING_DEADLINE:?}"))??;
+                }
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
