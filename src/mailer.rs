@@ -7,6 +7,8 @@ use crate::store::{Mail, PgStore};
 use actix::prelude::*;
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Email, Tokio1Executor};
+use colloquy_actors::stats::{ActorStats, ActorStatsSnapshot};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where mail goes.
@@ -53,6 +55,7 @@ pub struct Mailer {
     store: PgStore,
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
     busy: bool,
+    stats: Arc<ActorStats>,
 }
 
 /// Looks for due mail now (sent after a request queued one).
@@ -64,6 +67,7 @@ struct Wake;
 #[derive(Clone)]
 pub struct MailerHandle {
     addr: Addr<Mailer>,
+    stats: Arc<ActorStats>,
 }
 
 impl MailerHandle {
@@ -80,18 +84,30 @@ impl MailerHandle {
         if smtp.is_none() {
             tracing::info!("SMTP_URL is not set: mails stay in the outbox table");
         }
+        let stats = Arc::new(ActorStats::default());
         let addr = Mailer {
             store,
             smtp,
             busy: false,
+            stats: Arc::clone(&stats),
         }
         .start();
-        Self { addr }
+        Self { addr, stats }
     }
 
     /// Asks for a delivery round soon; never waits (a full mailbox means one is coming).
     pub fn wake(&self) {
-        let _ = self.addr.try_send(Wake);
+        match self.addr.try_send(Wake) {
+            Ok(()) => self.stats.enqueued(1),
+            // Not lost: the queued wake-ups and the 2 s timer deliver it. Counted all the same.
+            Err(_) => self.stats.dropped(),
+        }
+    }
+
+    /// The mailer's counters, for `/api/ops/actors` and metrics: `handled` counts wake-ups
+    /// and delivery attempts, `errors` failed deliveries (retried later).
+    pub fn stats(&self) -> ActorStatsSnapshot {
+        self.stats.snapshot()
     }
 }
 
@@ -110,6 +126,7 @@ impl Mailer {
         }
         self.busy = true;
         let store = self.store.clone();
+        let stats = Arc::clone(&self.stats);
         let round = async move {
             let mails = match store.claim_mail(20).await {
                 Ok(m) => m,
@@ -120,6 +137,10 @@ impl Mailer {
             };
             for mail in mails {
                 let result = send(&transport, &from, &mail).await;
+                stats.handled();
+                if result.is_err() {
+                    stats.error();
+                }
                 let (err, retry) = match &result {
                     Ok(()) => (None, 0),
                     Err(e) => (Some(e.as_str()), backoff(mail.attempts)),
@@ -165,7 +186,12 @@ impl Actor for Mailer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(8);
+        self.stats.started();
         ctx.run_interval(Duration::from_secs(2), |act, ctx| act.deliver(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stats.stopped();
     }
 }
 
@@ -173,6 +199,7 @@ impl Handler<Wake> for Mailer {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.stats.dequeued(1);
         self.deliver(ctx);
     }
 }

@@ -68,6 +68,7 @@ pub async fn openapi_json() -> HttpResponse {
         super::operator::patch_ticket,
         super::operator::post_reply,
         super::operator::typing,
+        super::operator_stream::operator_stream,
         super::operator::erase_person,
         super::operator::suspicious,
         super::operator::list_blocks,
@@ -1090,4 +1091,47 @@ pub struct Actors {
     pub suspicion_detector: ActorStats,
     /// The database pool.
     pub database_pool: PoolStats,
+    /// The ticket supervisor itself: `handled` counts spawns, sweeps and drains.
+    pub ticket_supervisor: ActorStats,
+    /// The mailer: `handled` counts wake-ups and delivery attempts, `errors` failed ones.
+    pub mailer: ActorStats,
+    /// The group committer of message appends.
+    pub group_committer: GroupCommitStats,
+    /// Server-Sent Event streams open now (visitors' and operators').
+    pub sse_streams_open: i64,
+    /// Rate-limit refusals since start, by tier (every tier, zeros included).
+    #[schema(value_type = Object)]
+    pub rate_limited: BTreeMap<String, u64>,
+    /// HTTP requests answered since start.
+    pub http: HttpTotals,
+}
+
+/// The group committer: appends of many tickets share one transaction.
+#[derive(Serialize, ToSchema)]
+pub struct GroupCommitStats {
+    /// Whether the committer runs.
+    pub running: bool,
+    /// Appends waiting for a transaction now.
+    pub queued: i64,
+    /// The most that may wait; beyond it a POST is shed with `503 overloaded`.
+    pub capacity: i64,
+    /// Transactions running now.
+    pub in_flight: i64,
+    /// The most that run at once.
+    pub max_in_flight: i64,
+    /// Transactions since start.
+    pub transactions: u64,
+    /// Transactions that failed as a whole.
+    pub failed: u64,
+    /// Appends shed because the queue was full.
+    pub dropped: u64,
+}
+
+/// Requests answered since start.
+#[derive(Serialize, ToSchema)]
+pub struct HttpTotals {
+    /// Every answer.
+    pub requests: u64,
+    /// Answers with a 5xx status.
+    pub server_errors: u64,
 }

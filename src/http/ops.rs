@@ -134,6 +134,9 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     m.set_pool(state.store.pool().status(), state.store.read_connections());
     let (flags, blocks) = state.suspicion.verdicts();
     m.set_suspicion(flags, blocks);
+    m.set_actor("ticket_supervisor", &state.tickets.supervisor_stats());
+    m.set_actor("mailer", &state.mailer.stats());
+    m.set_group_commit(&state.store.group_commit_stats());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(m.render())
@@ -183,6 +186,7 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let pool = state.store.pool().status();
+    let (requests, server_errors) = state.metrics.requests_answered();
     Ok(HttpResponse::Ok().json(json!({
         "rate_limiters": state.limiters.stats(),
         "rate_limiter_keys_per_team": state
@@ -195,5 +199,11 @@ async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         "ticket_actors": state.tickets.stats(),
         "suspicion_detector": state.suspicion.stats(),
         "database_pool": {"size": pool.size, "max_size": pool.max_size, "available": pool.available, "waiting": pool.waiting},
+        "ticket_supervisor": state.tickets.supervisor_stats(),
+        "mailer": state.mailer.stats(),
+        "group_committer": state.store.group_commit_stats(),
+        "sse_streams_open": state.metrics.streams_open.get(),
+        "rate_limited": state.metrics.rate_limited_by_tier(),
+        "http": {"requests": requests, "server_errors": server_errors},
     })))
 }
