@@ -43,7 +43,8 @@ export class Chart {
         for (const frac of [0, 0.5, 1]) {
             const v = top * frac;
             nodes.push(svg('line', { class: 'grid', x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v) }));
-            nodes.push(svg('text', { class: 'axis', x: PAD.left - 4, y: y(v) + 4, 'text-anchor': 'end' }, num(v)));
+            const label = v.toLocaleString('en-US', { maximumFractionDigits: 2 });
+            nodes.push(svg('text', { class: 'axis', x: PAD.left - 4, y: y(v) + 4, 'text-anchor': 'end' }, label));
         }
         const minutes = Math.round(this.windowMs / 60000);
         nodes.push(svg('text', { class: 'axis', x: PAD.left, y: H - 4 }, `−${minutes} min`));
