@@ -5,9 +5,9 @@
 
 use crate::store::{Mail, PgStore};
 use actix::prelude::*;
+use colloquy_actors::stats::{ActorStats, ActorStatsSnapshot};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Email, Tokio1Executor};
-use colloquy_actors::stats::{ActorStats, ActorStatsSnapshot};
 use std::sync::Arc;
 use std::time::Duration;
 

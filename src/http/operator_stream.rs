@@ -75,7 +75,11 @@ pub async fn operator_stream(
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(events(sub, resume, OpenStream::new(&state.metrics.streams_open))))
+        .streaming(events(
+            sub,
+            resume,
+            OpenStream::new(&state.metrics.streams_open),
+        )))
 }
 
 /// Counts the stream in `colloquy_sse_streams_open` for as long as it lives.

@@ -123,7 +123,10 @@ async fn every_file_the_console_loads_is_served_with_its_content_type_and_the_cs
     // The modules behind the entry point (imported with relative `./name.js` paths).
     let app_js = get(&app, "/console/js/app.js").await.text().await.unwrap();
     for name in ["actors", "inbox", "api", "dom"] {
-        assert!(app_js.contains(&format!("'./{name}.js'")), "app.js imports {name}.js");
+        assert!(
+            app_js.contains(&format!("'./{name}.js'")),
+            "app.js imports {name}.js"
+        );
     }
     for name in ["api", "dom", "chart", "actors", "inbox"] {
         files.push(format!("js/{name}.js"));
@@ -263,7 +266,7 @@ async fn ops_actors_reports_every_actor_kind_the_console_shows() {
     }
     let tx = |v: &Value| v["group_committer"]["transactions"].as_u64().unwrap();
     assert!(
-        tx(&after) >= tx(&before) + 1,
+        tx(&after) > tx(&before),
         "the reply went through the committer: {before} → {after}"
     );
 
@@ -271,7 +274,9 @@ async fn ops_actors_reports_every_actor_kind_the_console_shows() {
         after["sse_streams_open"].as_i64().unwrap() >= 1,
         "the open operator stream is counted: {after}"
     );
-    let tiers = after["rate_limited"].as_object().expect("rate_limited by tier");
+    let tiers = after["rate_limited"]
+        .as_object()
+        .expect("rate_limited by tier");
     for tier in [
         "message_distinct_id",
         "message_ip",
@@ -283,7 +288,10 @@ async fn ops_actors_reports_every_actor_kind_the_console_shows() {
         "restore_email",
         "restore_ip",
     ] {
-        assert!(tiers[tier].is_u64(), "tier {tier} reported (0 or more): {after}");
+        assert!(
+            tiers[tier].is_u64(),
+            "tier {tier} reported (0 or more): {after}"
+        );
     }
     assert!(after["http"]["requests"].as_u64().unwrap() >= 3, "{after}");
     assert!(after["http"]["server_errors"].is_u64(), "{after}");
@@ -428,7 +436,10 @@ async fn the_operator_stream_shows_visitor_typing_and_every_new_message_with_pri
     assert_eq!(res.status(), 201);
     let note = sse.expect("message", WAIT).await.json();
     assert_eq!(note["content"], "internal: check the invoice");
-    assert_eq!(note["is_private"], true, "private notes reach operators, marked");
+    assert_eq!(
+        note["is_private"], true,
+        "private notes reach operators, marked"
+    );
     assert_eq!(note["author_name"], "Ann");
     assert!(note["id"].is_string() && note["created_at"].is_string());
 
@@ -488,5 +499,8 @@ async fn the_operator_stream_resumes_after_the_last_event_id() {
     let mut again = SseClient::new(res);
 
     let replayed = again.expect("message", WAIT).await.json();
-    assert_eq!(replayed["content"], "two", "only what was missed is replayed");
+    assert_eq!(
+        replayed["content"], "two",
+        "only what was missed is replayed"
+    );
 }

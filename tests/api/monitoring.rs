@@ -48,8 +48,13 @@ fn alert_exprs() -> Vec<String> {
         serde_norway::from_str(ALERTS).expect("deploy/prometheus/alerts.yml is valid YAML");
     let groups = rules["groups"].as_array().expect("alerts.yml has groups");
     let mut exprs = Vec::new();
-    for rule in groups.iter().flat_map(|g| g["rules"].as_array().expect("rules")) {
-        let name = rule["alert"].as_str().expect("each rule is an alert with a name");
+    for rule in groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+    {
+        let name = rule["alert"]
+            .as_str()
+            .expect("each rule is an alert with a name");
         assert!(
             rule["labels"]["severity"].is_string(),
             "{name} has a severity label"
@@ -58,7 +63,12 @@ fn alert_exprs() -> Vec<String> {
             rule["annotations"]["summary"].is_string(),
             "{name} has a summary"
         );
-        exprs.push(rule["expr"].as_str().expect("each rule has an expr").to_owned());
+        exprs.push(
+            rule["expr"]
+                .as_str()
+                .expect("each rule has an expr")
+                .to_owned(),
+        );
     }
     exprs
 }
