@@ -23,7 +23,8 @@
 #   SERVER_START_TIMEOUT  seconds to wait for the server's /healthz (default 30)
 #   KEEP_E2E_DB=1      keep the database (its name is printed) for a post-mortem
 #   CONSOLE_SCREENSHOTS=docs  the console scenarios rewrite docs/console/*.png
-# Arguments are passed to run.mjs (e.g. scenario names).
+# Arguments are passed to run.mjs and console.mjs (scenario names: `console`, `console-*`
+# select console.mjs's, the others run.mjs's).
 set -euo pipefail
 
 log() { printf 'e2e.sh: %s\n' "$*" >&2; }
@@ -161,11 +162,32 @@ COLLOQUY_URL="http://127.0.0.1:$port"
 log "colloquy at $COLLOQUY_URL"
 
 # --- 5. the suite -----------------------------------------------------------------------
+# Scenario names choose the runners: `console` and `console-*` are console.mjs's, the rest
+# run.mjs's; without names both run everything.
+only="${E2E_ONLY:-}"
+if (($#)); then only="$(IFS=,; printf '%s' "$*")"; fi
+run_widget=1
+run_console=1
+if [[ -n "$only" ]]; then
+    run_widget=0
+    run_console=0
+    IFS=, read -ra picks <<<"$only"
+    for pick in "${picks[@]}"; do
+        case "$pick" in
+        console | console-*) run_console=1 ;;
+        *) run_widget=1 ;;
+        esac
+    done
+fi
 rc=0
-COLLOQUY_URL="$COLLOQUY_URL" ADMIN_TOKEN="$ADMIN_TOKEN" DATABASE_URL="$DB_URL" \
-    node "$E2E/run.mjs" "$@" || rc=$?
-COLLOQUY_URL="$COLLOQUY_URL" ADMIN_TOKEN="$ADMIN_TOKEN" \
-    node "$E2E/console.mjs" "$@" || rc=$?
+if ((run_widget)); then
+    COLLOQUY_URL="$COLLOQUY_URL" ADMIN_TOKEN="$ADMIN_TOKEN" DATABASE_URL="$DB_URL" \
+        node "$E2E/run.mjs" "$@" || rc=$?
+fi
+if ((run_console)); then
+    COLLOQUY_URL="$COLLOQUY_URL" ADMIN_TOKEN="$ADMIN_TOKEN" \
+        node "$E2E/console.mjs" "$@" || rc=$?
+fi
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     log "the server died during the suite$(grep -q 'SIGTERM received' "$TMP/server.log" && printf ' (it logged a SIGTERM: something outside the suite stopped it)')"
     rc=1

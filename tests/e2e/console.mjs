@@ -382,6 +382,11 @@ async function main() {
     }
     const only = (process.env.E2E_ONLY || ARGS.filter((a) => !a.startsWith('--')).join(','))
         .split(',').map((x) => x.trim()).filter(Boolean);
+    const unknown = only.filter((n) => n.startsWith('console-') && !(n in SCENARIOS));
+    if (unknown.length) {
+        log(`console.mjs: no scenario ${unknown.join(', ')} (try --list)`);
+        return 2;
+    }
     const names = Object.keys(SCENARIOS).filter((n) => !only.length || only.includes(n) || only.includes('console'));
     if (!names.length) return 0;
     if (!fs.existsSync(CHROMIUM_PATH)) {
