@@ -120,6 +120,17 @@ export class InboxView {
         if (this.selected !== id) return;
         this.renderConversation(ticket);
         this.openStream(ticket);
+        this.markRead(id);
+    }
+
+    /** The operator has seen the ticket: its unread count goes back to 0. */
+    async markRead(id) {
+        try {
+            await call('team', 'POST', `/api/conversations/tickets/${encodeURIComponent(id)}/read`);
+            this.refreshList();
+        } catch (e) {
+            this.failed(e, 'mark read');
+        }
     }
 
     renderConversation(t) {
@@ -226,8 +237,12 @@ export class InboxView {
             onEvent: (name, data) => {
                 if (this.streamAbort !== abort) return;
                 if (name === 'message') {
+                    const fresh = !this.seen.has(data.id);
                     this.addMessage(data);
-                    if (data.author_type === 'customer') this.typing.hidden = true;
+                    if (data.author_type === 'customer') {
+                        this.typing.hidden = true;
+                        if (fresh && document.visibilityState === 'visible') this.markRead(ticket.id);
+                    }
                 } else if (name === 'status') {
                     this.statusSelect.value = data.ticket_status;
                 } else if (name === 'typing') {

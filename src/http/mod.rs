@@ -8,6 +8,7 @@ pub mod errors;
 pub mod extract;
 pub mod openapi;
 pub mod operator;
+pub mod operator_read;
 pub mod operator_stream;
 pub mod ops;
 pub mod restore;

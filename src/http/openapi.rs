@@ -69,6 +69,7 @@ pub async fn openapi_json() -> HttpResponse {
         super::operator::post_reply,
         super::operator::typing,
         super::operator_stream::operator_stream,
+        super::operator_read::mark_read,
         super::operator::erase_person,
         super::operator::suspicious,
         super::operator::list_blocks,
@@ -1104,6 +1105,15 @@ pub struct Actors {
     pub rate_limited: BTreeMap<String, u64>,
     /// HTTP requests answered since start.
     pub http: HttpTotals,
+}
+
+/// `POST /api/conversations/tickets/{ticket_id}/read`.
+#[derive(Serialize, ToSchema)]
+pub struct OperatorRead {
+    /// Always true.
+    pub success: bool,
+    /// Always 0: the team has read every visitor message of the ticket.
+    pub unread_team_count: i32,
 }
 
 /// The group committer: appends of many tickets share one transaction.

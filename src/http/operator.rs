@@ -31,6 +31,11 @@ pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
                 "/tickets/{ticket_id}/stream",
                 super::operator_stream::operator_stream,
             ),
+            Endpoint::new(
+                Method::POST,
+                "/tickets/{ticket_id}/read",
+                super::operator_read::mark_read,
+            ),
             Endpoint::new(Method::DELETE, "/persons/{distinct_id}", erase_person),
             Endpoint::new(Method::GET, "/suspicious", suspicious),
             Endpoint::new(Method::GET, "/blocks", list_blocks),

@@ -504,3 +504,60 @@ async fn the_operator_stream_resumes_after_the_last_event_id() {
         "only what was missed is replayed"
     );
 }
+
+async fn unread_team_count(app: &TestApp, secret: &str, ticket: &str) -> i64 {
+    app.operator_ticket(secret, ticket).await["unread_team_count"]
+        .as_i64()
+        .expect("unread_team_count")
+}
+
+#[actix_web::test]
+async fn an_operator_marks_a_ticket_read_and_new_visitor_messages_count_again() {
+    let app = spawn_app().await;
+    let team = app.create_unlimited_team().await;
+    let other = app.create_team().await;
+    let visitor = "visitor-console-6@example.com";
+    let ticket = app.open_ticket(&team.token, visitor, "one").await;
+    let res = app
+        .post_message(
+            &team.token,
+            &json!({"distinct_id": visitor, "ticket_id": ticket, "message": "two"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(unread_team_count(&app, &team.secret, &ticket).await, 2);
+    let read = |key: String| {
+        let url = format!("{}/api/conversations/tickets/{ticket}/read", app.address);
+        let client = app.client.clone();
+        async move { client.post(url).bearer_auth(key).send().await.unwrap() }
+    };
+
+    assert_error(read(other.secret.clone()).await, 404, "not_found").await;
+    assert_error(read(team.token.clone()).await, 401, "invalid_token").await;
+    assert_eq!(
+        unread_team_count(&app, &team.secret, &ticket).await,
+        2,
+        "refused calls change nothing"
+    );
+    let res = read(team.secret.clone()).await;
+
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, json!({"success": true, "unread_team_count": 0}));
+    assert_eq!(unread_team_count(&app, &team.secret, &ticket).await, 0);
+    let inbox: Value = app.inbox(&team.secret, &[]).await.json().await.unwrap();
+    assert_eq!(inbox["results"][0]["unread_team_count"], 0, "{inbox}");
+
+    let res = app
+        .post_message(
+            &team.token,
+            &json!({"distinct_id": visitor, "ticket_id": ticket, "message": "three"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        unread_team_count(&app, &team.secret, &ticket).await,
+        1,
+        "a new visitor message is unread again"
+    );
+}

@@ -267,6 +267,8 @@ const SCENARIOS = {
             await waitFor('status counts', async () => (await page.locator('[data-status="new"] .count').textContent()).trim() === '2');
 
             await item.locator('button').click();
+            await item.locator('.badge.unread').waitFor({ state: 'detached', timeout: t(10000) });
+            check((await api('GET', `/api/conversations/tickets/${ticket}`, { bearer: team.secret_api_key })).body.unread_team_count === 0, 'opening the ticket marks it read');
             const conv = page.locator('[data-role="conversation"]');
             await conv.locator('.msg', { hasText: 'My order #1042' }).waitFor({ timeout: t(10000) });
             await conv.locator('[data-role="live"]', { hasText: 'live' }).waitFor({ timeout: t(10000) });
