@@ -33,6 +33,7 @@ export class InboxView {
         };
         every(() => this.refreshList(), LIST_PERIOD_MS);
         every(() => this.refreshSide(), SIDE_PERIOD_MS);
+        if (this.selected) this.select(this.selected); // back from another view: live again
     }
 
     stop() {
