@@ -10,6 +10,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY actors ./actors
 COPY src ./src
 COPY sql ./sql
+# The operator console, embedded in the binary (src/http/console.rs).
+COPY console ./console
 RUN cargo build --release --locked --bin colloquy
 
 FROM debian:bookworm-slim

@@ -10,7 +10,8 @@
 #   4. starts `colloquy serve` on 127.0.0.1:<free port> with a random ADMIN_TOKEN; no SMTP, so
 #      restore mails land in the `outbox` table, where the suite reads them
 #   5. runs `node tests/e2e/run.mjs` (one PASS/FAIL line per scenario; screenshots and the
-#      browser's colloquy traffic in tests/e2e/artifacts/)
+#      browser's colloquy traffic in tests/e2e/artifacts/), then `node tests/e2e/console.mjs`
+#      (the operator console at /console/: actors, inbox, XSS)
 #   6. on exit: stops the server and drops the database. Exits non-zero on any failure.
 #
 # Environment:
@@ -21,7 +22,9 @@
 #   E2E_TIMEOUT_FACTOR multiplies every wait of the suite (default 1)
 #   SERVER_START_TIMEOUT  seconds to wait for the server's /healthz (default 30)
 #   KEEP_E2E_DB=1      keep the database (its name is printed) for a post-mortem
-# Arguments are passed to run.mjs (e.g. scenario names).
+#   CONSOLE_SCREENSHOTS=docs  the console scenarios rewrite docs/console/*.png
+# Arguments are passed to run.mjs and console.mjs (scenario names: `console`, `console-*`
+# select console.mjs's, the others run.mjs's).
 set -euo pipefail
 
 log() { printf 'e2e.sh: %s\n' "$*" >&2; }
@@ -159,9 +162,32 @@ COLLOQUY_URL="http://127.0.0.1:$port"
 log "colloquy at $COLLOQUY_URL"
 
 # --- 5. the suite -----------------------------------------------------------------------
+# Scenario names choose the runners: `console` and `console-*` are console.mjs's, the rest
+# run.mjs's; without names both run everything.
+only="${E2E_ONLY:-}"
+if (($#)); then only="$(IFS=,; printf '%s' "$*")"; fi
+run_widget=1
+run_console=1
+if [[ -n "$only" ]]; then
+    run_widget=0
+    run_console=0
+    IFS=, read -ra picks <<<"$only"
+    for pick in "${picks[@]}"; do
+        case "$pick" in
+        console | console-*) run_console=1 ;;
+        *) run_widget=1 ;;
+        esac
+    done
+fi
 rc=0
-COLLOQUY_URL="$COLLOQUY_URL" ADMIN_TOKEN="$ADMIN_TOKEN" DATABASE_URL="$DB_URL" \
-    node "$E2E/run.mjs" "$@" || rc=$?
+if ((run_widget)); then
+    COLLOQUY_URL="$COLLOQUY_URL" ADMIN_TOKEN="$ADMIN_TOKEN" DATABASE_URL="$DB_URL" \
+        node "$E2E/run.mjs" "$@" || rc=$?
+fi
+if ((run_console)); then
+    COLLOQUY_URL="$COLLOQUY_URL" ADMIN_TOKEN="$ADMIN_TOKEN" \
+        node "$E2E/console.mjs" "$@" || rc=$?
+fi
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     log "the server died during the suite$(grep -q 'SIGTERM received' "$TMP/server.log" && printf ' (it logged a SIGTERM: something outside the suite stopped it)')"
     rc=1

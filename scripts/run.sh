@@ -108,6 +108,8 @@ cat >&2 <<EOF
      -d '{"distinct_id": "newcomer@example.com", "message": "Hello!", "traits": {"name": "New Comer"}}'
 
  and the whole widget walk:  BASE_URL=$base ADMIN_TOKEN=$ADMIN_TOKEN scripts/widget-session.sh
+
+ Operator console:  $base/console/  (actors: the admin token; inbox: the secret API key)
 ================================================================================
 
 EOF

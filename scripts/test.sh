@@ -11,7 +11,7 @@
 #      nextest when installed, plus the doc tests; else cargo test)
 #   4. builds the binary, serves it on a fresh database `colloquy_session_<random>` on
 #      127.0.0.1:<free port> and runs scripts/widget-session.sh against it, then the
-#      operator session, the spam corpus, the posthog-js browser suite (scripts/e2e.sh,
+#      operator session, the spam corpus, the browser suites (posthog-js and the console: scripts/e2e.sh,
 #      which installs Debian's chromium and the npm lockfile when missing), and the short
 #      forms of the API fuzzing (schemathesis, into a venv), chaos and benchmark runs
 #   5. prints a summary; exits non-zero if any step failed (every step runs regardless; a
@@ -276,7 +276,7 @@ operator_session() {
 if [[ -x "$CARGO_TARGET_DIR/debug/colloquy" ]]; then
     run_step "operator session (scripts/operator-session.sh)" operator_session
     run_step "spam corpus: precision and recall (scripts/spam-corpus.sh)" "$ROOT/scripts/spam-corpus.sh" --seed 42
-    run_step "e2e: the posthog-js widget in Chromium (scripts/e2e.sh)" "$ROOT/scripts/e2e.sh"
+    run_step "e2e: the posthog-js widget and the operator console in Chromium (scripts/e2e.sh)" "$ROOT/scripts/e2e.sh"
 fi
 # These build, serve and clean up by themselves (short forms; the full runs are by hand).
 run_step "API fuzzing: schemathesis on the OpenAPI document (scripts/fuzz.sh --short)" "$ROOT/scripts/fuzz.sh" --short

@@ -41,7 +41,25 @@ pub struct Metrics {
     actors: IntGaugeVec,
     pool: IntGaugeVec,
     verdicts: IntGaugeVec,
+    group_commit: IntGaugeVec,
 }
+
+/// Every rate-limit tier, so each has a `colloquy_rate_limited_total` series (at 0) from the
+/// start: dashboards and alert rules see a tier before its first refusal.
+const TIERS: [colloquy_actors::rate_limiter::Tier; 9] = {
+    use colloquy_actors::rate_limiter::Tier::*;
+    [
+        MessageDistinctId,
+        MessageIp,
+        MessageTeam,
+        ReadDistinctId,
+        WidgetSession,
+        TeamReads,
+        TeamWrites,
+        RestoreEmail,
+        RestoreIp,
+    ]
+};
 
 impl Metrics {
     /// Registers every metric.
@@ -108,6 +126,17 @@ impl Metrics {
             &["kind"],
         )?;
         registry.register(Box::new(verdicts.clone()))?;
+        let group_commit = IntGaugeVec::new(
+            Opts::new(
+                "colloquy_group_commit",
+                "The group committer: queued appends, transactions in flight, totals",
+            ),
+            &["measure"],
+        )?;
+        registry.register(Box::new(group_commit.clone()))?;
+        for tier in TIERS {
+            rate_limited.with_label_values(&[tier.as_str()]);
+        }
         Ok(Self {
             registry,
             requests,
@@ -118,7 +147,63 @@ impl Metrics {
             actors,
             pool,
             verdicts,
+            group_commit,
         })
+    }
+
+    /// Sets the group committer's gauges.
+    pub fn set_group_commit(&self, s: &crate::store::GroupCommitStats) {
+        let values: [(&str, i64); 7] = [
+            ("queued", s.queued),
+            ("capacity", s.capacity),
+            ("in_flight", s.in_flight),
+            ("max_in_flight", s.max_in_flight),
+            ("transactions", s.transactions as i64),
+            ("failed", s.failed as i64),
+            ("dropped", s.dropped as i64),
+        ];
+        for (measure, v) in values {
+            self.group_commit.with_label_values(&[measure]).set(v);
+        }
+    }
+
+    /// Rate-limit refusals since start, by tier (every tier, zeros included).
+    pub fn rate_limited_by_tier(&self) -> std::collections::BTreeMap<String, u64> {
+        use prometheus::core::Collector;
+        let mut out = std::collections::BTreeMap::new();
+        for family in self.rate_limited.collect() {
+            for m in family.get_metric() {
+                let tier = m
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "tier")
+                    .map(|l| l.value().to_owned());
+                if let Some(tier) = tier {
+                    out.insert(tier, m.get_counter().get_value() as u64);
+                }
+            }
+        }
+        out
+    }
+
+    /// HTTP requests answered since start, and how many of them with a 5xx.
+    pub fn requests_answered(&self) -> (u64, u64) {
+        use prometheus::core::Collector;
+        let (mut all, mut server_errors) = (0u64, 0u64);
+        for family in self.requests.collect() {
+            for m in family.get_metric() {
+                let n = m.get_counter().get_value() as u64;
+                all += n;
+                let is_5xx = m
+                    .get_label()
+                    .iter()
+                    .any(|l| l.name() == "status" && l.value().starts_with('5'));
+                if is_5xx {
+                    server_errors += n;
+                }
+            }
+        }
+        (all, server_errors)
     }
 
     /// Sets an actor gauge (called at scrape time from the actors' own counters).

@@ -3,10 +3,13 @@
 
 pub mod admin;
 pub mod client_ip;
+pub mod console;
 pub mod errors;
 pub mod extract;
 pub mod openapi;
 pub mod operator;
+pub mod operator_read;
+pub mod operator_stream;
 pub mod ops;
 pub mod restore;
 pub mod stream;
@@ -112,6 +115,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             cfg.service(scope);
         }
     }
+    console::register(cfg);
 }
 
 /// Every registered route as `(METHOD, full path)`, e.g. `("GET", "/healthz")`, with path

@@ -68,6 +68,8 @@ pub async fn openapi_json() -> HttpResponse {
         super::operator::patch_ticket,
         super::operator::post_reply,
         super::operator::typing,
+        super::operator_stream::operator_stream,
+        super::operator_read::mark_read,
         super::operator::erase_person,
         super::operator::suspicious,
         super::operator::list_blocks,
@@ -1098,9 +1100,60 @@ pub struct Actors {
     pub ticket_actors: ActorStats,
     /// The suspicion detector.
     pub suspicion_detector: ActorStats,
-    /// The restore queue and mail delivery: `queued` restore requests waiting, `handled`
-    /// looked up, `dropped` refused by the full queue, `errors` failed lookups or deliveries.
+    /// The restore queue and mail delivery: `queued` restore requests and wake-ups waiting,
+    /// `handled` looked up or delivered, `dropped` refused by a full queue, `errors` failed
+    /// lookups or deliveries.
     pub mailer: ActorStats,
     /// The database pool.
     pub database_pool: PoolStats,
+    /// The ticket supervisor itself: `handled` counts spawns, sweeps and drains.
+    pub ticket_supervisor: ActorStats,
+    /// The group committer of message appends.
+    pub group_committer: GroupCommitStats,
+    /// Server-Sent Event streams open now (visitors' and operators').
+    pub sse_streams_open: i64,
+    /// Rate-limit refusals since start, by tier (every tier, zeros included).
+    #[schema(value_type = Object)]
+    pub rate_limited: BTreeMap<String, u64>,
+    /// HTTP requests answered since start.
+    pub http: HttpTotals,
+}
+
+/// `POST /api/conversations/tickets/{ticket_id}/read`.
+#[derive(Serialize, ToSchema)]
+pub struct OperatorRead {
+    /// Always true.
+    pub success: bool,
+    /// Always 0: the team has read every visitor message of the ticket.
+    pub unread_team_count: i32,
+}
+
+/// The group committer: appends of many tickets share one transaction.
+#[derive(Serialize, ToSchema)]
+pub struct GroupCommitStats {
+    /// Whether the committer runs.
+    pub running: bool,
+    /// Appends waiting for a transaction now.
+    pub queued: i64,
+    /// The most that may wait; beyond it a POST is shed with `503 overloaded`.
+    pub capacity: i64,
+    /// Transactions running now.
+    pub in_flight: i64,
+    /// The most that run at once.
+    pub max_in_flight: i64,
+    /// Transactions since start.
+    pub transactions: u64,
+    /// Transactions that failed as a whole.
+    pub failed: u64,
+    /// Appends shed because the queue was full.
+    pub dropped: u64,
+}
+
+/// Requests answered since start.
+#[derive(Serialize, ToSchema)]
+pub struct HttpTotals {
+    /// Every answer.
+    pub requests: u64,
+    /// Answers with a 5xx status.
+    pub server_errors: u64,
 }

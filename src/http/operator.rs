@@ -26,6 +26,16 @@ pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
             Endpoint::new(Method::PATCH, "/tickets/{ticket_id}", patch_ticket),
             Endpoint::new(Method::POST, "/tickets/{ticket_id}/messages", post_reply),
             Endpoint::new(Method::POST, "/tickets/{ticket_id}/typing", typing),
+            Endpoint::new(
+                Method::GET,
+                "/tickets/{ticket_id}/stream",
+                super::operator_stream::operator_stream,
+            ),
+            Endpoint::new(
+                Method::POST,
+                "/tickets/{ticket_id}/read",
+                super::operator_read::mark_read,
+            ),
             Endpoint::new(Method::DELETE, "/persons/{distinct_id}", erase_person),
             Endpoint::new(Method::GET, "/suspicious", suspicious),
             Endpoint::new(Method::GET, "/blocks", list_blocks),

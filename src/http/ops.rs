@@ -157,6 +157,8 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     m.set_pool(state.store.pool().status(), state.store.read_connections());
     let (flags, blocks) = state.suspicion.verdicts();
     m.set_suspicion(flags, blocks);
+    m.set_actor("ticket_supervisor", &state.tickets.supervisor_stats());
+    m.set_group_commit(&state.store.group_commit_stats());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(m.render()))
@@ -206,6 +208,7 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let pool = state.store.pool().status();
+    let (requests, server_errors) = state.metrics.requests_answered();
     Ok(HttpResponse::Ok().json(json!({
         "rate_limiters": state.limiters.stats(),
         "rate_limiter_keys_per_team": state
@@ -219,6 +222,11 @@ async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         "suspicion_detector": state.suspicion.stats(),
         "mailer": state.mailer.stats(),
         "database_pool": {"size": pool.size, "max_size": pool.max_size, "available": pool.available, "waiting": pool.waiting},
+        "ticket_supervisor": state.tickets.supervisor_stats(),
+        "group_committer": state.store.group_commit_stats(),
+        "sse_streams_open": state.metrics.streams_open.get(),
+        "rate_limited": state.metrics.rate_limited_by_tier(),
+        "http": {"requests": requests, "server_errors": server_errors},
     })))
 }
 

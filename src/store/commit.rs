@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use colloquy_actors::domain::{assign_created_at, AuthorType, TicketStatus, Traits};
 use colloquy_actors::store::{AppendOutcome, AppendResult, NewMessage, StoreError};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::types::Json;
@@ -38,6 +39,38 @@ pub(super) struct Job {
 
 /// Where appends queue for the committer.
 pub(super) type Queue = Arc<std::sync::OnceLock<mpsc::Sender<Job>>>;
+
+/// What the committer did, for operators (`/api/ops/actors`, `/metrics`): a queue that
+/// stays near [`QUEUE`] or transactions stuck at [`IN_FLIGHT`] say the database is the
+/// bottleneck before POSTs start being shed.
+#[derive(Debug, Default)]
+pub(super) struct CommitCounters {
+    in_flight: AtomicI64,
+    transactions: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A point-in-time copy of the group committer's state.
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Whether the committer runs (it does in the server; CLI commands commit directly).
+    pub running: bool,
+    /// Appends waiting for a transaction now.
+    pub queued: i64,
+    /// The most that may wait; beyond it a POST is shed with 503.
+    pub capacity: i64,
+    /// Transactions running now.
+    pub in_flight: i64,
+    /// The most that run at once.
+    pub max_in_flight: i64,
+    /// Transactions committed or failed since start.
+    pub transactions: u64,
+    /// Transactions that failed as a whole (each ticket's append answered with the error).
+    pub failed: u64,
+    /// Appends shed because the queue was full.
+    pub dropped: u64,
+}
 
 impl PgStore {
     /// Starts the committer on the current actix arbiter: from now on appends of different
@@ -85,8 +118,10 @@ impl PgStore {
             later.extend(held.drain(..));
             held = later;
             let store = self.clone();
+            self.commit_counters.in_flight.fetch_add(1, Relaxed);
             actix::spawn(async move {
                 store.commit_jobs(jobs).await;
+                store.commit_counters.in_flight.fetch_sub(1, Relaxed);
                 drop(slot);
             });
         }
@@ -109,7 +144,10 @@ impl PgStore {
         match self.commits.get() {
             Some(queue) => {
                 queue.try_send(job).map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                    mpsc::error::TrySendError::Full(_) => {
+                        self.commit_counters.dropped.fetch_add(1, Relaxed);
+                        StoreError::Busy
+                    }
                     mpsc::error::TrySendError::Closed(_) => {
                         StoreError::Unavailable("the committer stopped".into())
                     }
@@ -122,9 +160,33 @@ impl PgStore {
             .unwrap_or_else(|_| Err(StoreError::Unavailable("the committer stopped".into())))
     }
 
+    /// The group committer's queue, transactions and sheds now.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        let c = &self.commit_counters;
+        let (running, queued) = match self.commits.get() {
+            Some(tx) => (true, (tx.max_capacity() - tx.capacity()) as i64),
+            None => (false, 0),
+        };
+        GroupCommitStats {
+            running,
+            queued,
+            capacity: QUEUE as i64,
+            in_flight: c.in_flight.load(Relaxed),
+            max_in_flight: IN_FLIGHT as i64,
+            transactions: c.transactions.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+        }
+    }
+
     /// Runs one transaction for `jobs` and answers each.
     async fn commit_jobs(&self, jobs: Vec<Job>) {
-        match self.append_many(&jobs).await {
+        let result = self.append_many(&jobs).await;
+        self.commit_counters.transactions.fetch_add(1, Relaxed);
+        if result.is_err() {
+            self.commit_counters.failed.fetch_add(1, Relaxed);
+        }
+        match result {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(outcome);

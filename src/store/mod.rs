@@ -16,6 +16,7 @@ mod teams;
 mod tickets;
 
 pub use blocks::ActiveBlock;
+pub use commit::GroupCommitStats;
 pub use operator::InboxFilter;
 pub use restore::{Mail, Redeemed};
 pub use tickets::{TicketListing, TicketSummary};
@@ -104,6 +105,7 @@ pub fn connect(db: &DatabaseSettings, announce_as: Option<uuid::Uuid>) -> anyhow
         readers: Arc::new(readers),
         pages: Arc::default(),
         commits: commit::Queue::default(),
+        commit_counters: Arc::default(),
     })
 }
 
@@ -119,6 +121,8 @@ pub struct PgStore {
     pages: Arc<pages::PageQueues>,
     /// The group committer's queue, once started (see `commit.rs`).
     commits: commit::Queue,
+    /// What the group committer did, for operators.
+    commit_counters: Arc<commit::CommitCounters>,
 }
 
 impl PgStore {

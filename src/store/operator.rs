@@ -215,6 +215,28 @@ impl PgStore {
         Ok(row.map(|r| facts(&r)))
     }
 
+    /// Clears the operators' unread count (an operator read the ticket); `false` if no such
+    /// ticket. The count lives only in the row (appends add to it in SQL), so no actor holds
+    /// a copy to refresh.
+    pub async fn mark_read_by_team(
+        &self,
+        team_id: Uuid,
+        ticket_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE tickets SET unread_team_count = 0 WHERE id = $1 AND team_id = $2",
+            )
+            .await
+            .map_err(db_error)?;
+        let n = client
+            .execute(&stmt, &[&ticket_id, &team_id])
+            .await
+            .map_err(db_error)?;
+        Ok(n > 0)
+    }
+
     /// Erases a visitor, in one transaction: every ticket opened by, linked to or claiming
     /// this distinct_id or naming one of their emails in `traits.email` (the distinct_id itself and
     /// the emails of those tickets, compared case-insensitively), with its messages; their

@@ -4,11 +4,13 @@
 mod admin;
 mod bad_input;
 mod cluster;
+mod console;
 mod cors;
 mod helpers;
 mod idempotency;
 mod identity;
 mod isolation;
+mod monitoring;
 mod openapi;
 mod operator;
 mod ordering;

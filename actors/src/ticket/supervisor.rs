@@ -65,6 +65,8 @@ pub(super) struct Shared {
     pub(super) store: Arc<dyn Store>,
     pub(super) registry: DashMap<Uuid, Live>,
     pub(super) stats: ActorStats,
+    /// The supervisor's own counters: spawns, sweeps and drains it did, what it swept.
+    pub(super) supervisor_stats: ActorStats,
     pub(super) config: TicketConfig,
     /// Whether what actors hold in memory is current: always on one node; in a cluster
     /// only while the change feed is healthy (see the service's `cluster` module).
@@ -99,6 +101,7 @@ impl Tickets {
             store,
             registry: DashMap::new(),
             stats: ActorStats::default(),
+            supervisor_stats: ActorStats::default(),
             config,
             memory_trusted: AtomicBool::new(true),
         });
@@ -154,6 +157,13 @@ impl Tickets {
                 self.shared.stats.dropped();
             }
         }
+    }
+
+    /// Counters of the ticket supervisor itself (one actor): operators tell a stuck
+    /// supervisor from busy ticket actors. `handled` counts spawns, sweeps and drains;
+    /// `evictions` the dead registry entries its sweeps removed.
+    pub fn supervisor_stats(&self) -> ActorStatsSnapshot {
+        self.shared.supervisor_stats.snapshot()
     }
 
     /// Whether a live actor holds this ticket (tests of eviction use it).
@@ -401,12 +411,26 @@ impl Tickets {
 
     /// Lets every ticket actor commit what it has queued; new appends are refused.
     pub async fn drain(&self) {
-        let _ = self.supervisor.send(DrainAll).await;
+        self.to_supervisor(DrainAll).await;
     }
 
     /// Ends every live stream (at shutdown).
     pub async fn end_streams(&self) {
-        let _ = self.supervisor.send(EndAllStreams).await;
+        self.to_supervisor(EndAllStreams).await;
+    }
+
+    /// Sends the supervisor a message and waits for it, counting it in its queue meanwhile.
+    async fn to_supervisor<M>(&self, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        TicketSupervisor: Handler<M>,
+    {
+        let stats = &self.shared.supervisor_stats;
+        stats.enqueued(1);
+        if self.supervisor.send(msg).await.is_err() {
+            stats.dropped();
+        }
+        stats.dequeued(1);
     }
 
     async fn ask<M>(&self, addr: Addr<TicketActor>, msg: M) -> Result<M::Result, TicketError>
@@ -466,6 +490,7 @@ impl Tickets {
             Live { addr, view }
         };
         // Starting an actor is synchronous: no await happens while the entry is held.
+        self.shared.supervisor_stats.handled();
         match self.shared.registry.entry(id) {
             Entry::Occupied(e) if e.get().addr.connected() => e.get().clone(),
             Entry::Occupied(mut e) => {
@@ -498,9 +523,22 @@ impl Actor for TicketSupervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16);
+        self.shared.supervisor_stats.started();
         ctx.run_interval(Duration::from_secs(30), |act, _| {
-            act.shared.registry.retain(|_, live| live.addr.connected());
+            let stats = &act.shared.supervisor_stats;
+            stats.handled();
+            act.shared.registry.retain(|_, live| {
+                let keep = live.addr.connected();
+                if !keep {
+                    stats.evicted();
+                }
+                keep
+            });
         });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.shared.supervisor_stats.stopped();
     }
 }
 
