@@ -304,11 +304,13 @@ const SCENARIOS = {
             await conv.locator('select[name="status"]').selectOption('pending');
             await waitFor('the ticket to be pending', async () => (await api('GET', `/api/conversations/tickets/${ticket}`, { bearer: team.secret_api_key })).body.status === 'pending');
 
-            // Suspicious visitors and blocks: a bot fills the honeypot; the detector flags it
-            // and blocks its IP (this test's, so the team's visitors here are blocked too).
+            // Suspicious visitors and blocks: a bot fills the honeypot; the detector flags its
+            // IP — never the distinct_id it names, which could be a victim's — and blocks the
+            // IP (this test's, so the team's visitors here are blocked too).
             const bot = `bot-${rand()}@example.com`;
             await api('POST', '/api/conversations/widget/message', { token: team.public_token, body: { distinct_id: bot, message: 'cheap pills', _hp: 'http://spam.example' } });
-            await page.locator('#suspicious-table td', { hasText: bot }).first().waitFor({ timeout: t(20000) });
+            await page.locator('#suspicious-table tr', { hasText: 'honeypot' }).filter({ hasText: '127.0.0.1' }).first().waitFor({ timeout: t(20000) });
+            check(!(await page.locator('#suspicious-table').textContent()).includes(bot), 'the honeypot flags the IP, not the distinct_id it names');
             const ipBlock = page.locator('#blocks-table tr', { hasText: 'detector' }).first();
             await ipBlock.waitFor({ timeout: t(20000) });
             const blockedId = await ipBlock.getAttribute('data-block-id');
