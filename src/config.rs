@@ -301,7 +301,6 @@ impl Settings {
             streams,
             cluster: crate::cluster::ClusterSettings {
                 feed: args.change_feed,
-                name: bind.to_string(),
                 ..Default::default()
             },
         })

@@ -43,8 +43,17 @@ impl Application {
         let port_store: Arc<dyn Store> = Arc::new(pg.clone());
         let tickets = Tickets::start(Arc::clone(&port_store), TicketConfig::default());
         let (teams, blocks) = (TeamCache::default(), crate::blocks::BlockList::default());
+        // Bound before joining the cluster: the node is named host:port, and a row of the
+        // same name is this node's predecessor (two live processes cannot share the port).
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let mut cluster_settings = settings.cluster.clone();
+        if cluster_settings.name.is_empty() {
+            cluster_settings.name = format!("{}:{port}", crate::cluster::host_name());
+        }
         let cluster = Cluster::start(
-            settings.cluster.clone(),
+            cluster_settings,
             node_id,
             pg.clone(),
             tickets.clone(),
@@ -76,9 +85,6 @@ impl Application {
         if state.admin_token.is_none() {
             tracing::warn!("ADMIN_TOKEN is not set: the admin API (POST /api/teams) is disabled");
         }
-        let listener = TcpListener::bind(settings.bind)
-            .with_context(|| format!("listen on {}", settings.bind))?;
-        let port = listener.local_addr()?.port();
         let data = web::Data::new(state.clone());
         let mut server = HttpServer::new(move || {
             App::new()

@@ -22,6 +22,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// This machine's name, for naming the node (`/proc/sys/kernel/hostname`, else `HOSTNAME`,
+/// else `localhost`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// How a node learns what other nodes changed.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, utoipa::ToSchema,
@@ -43,7 +54,8 @@ pub struct ClusterSettings {
     /// How often the node beats and looks at the others; three missed beats and a node
     /// counts as gone.
     pub heartbeat: Duration,
-    /// How the node names itself in `nodes` and `/api/ops/cluster` (its listen address).
+    /// How the node names itself in `nodes` and `/api/ops/cluster`; empty: `host:port`. A
+    /// registered node of the same name is taken for this one's crashed predecessor.
     pub name: String,
 }
 
@@ -135,7 +147,8 @@ impl Cluster {
             && cluster.census.others_alive.load(Ordering::Acquire) > 0
         {
             // Nodes without a feed trust their memory until their next beat shows us: give
-            // them that beat before we write anything.
+            // them that beat before we write anything. (A crashed predecessor on this host
+            // and port was removed at registration, so a restart does not wait.)
             actix_web::rt::time::sleep(cluster.settings.heartbeat * 3 / 2).await;
         }
         if cluster.settings.feed == ChangeFeed::Postgres {

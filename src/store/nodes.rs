@@ -6,13 +6,14 @@ use std::time::Duration;
 use uuid::Uuid;
 
 impl PgStore {
-    /// Adds this node to the registry, and forgets nodes that have been silent for an hour.
+    /// Adds this node to the registry, forgetting nodes silent for an hour and an earlier
+    /// node of the same name (`host:port`: this one's crashed predecessor).
     pub async fn register_node(&self, id: Uuid, name: &str, feed: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(
-                "DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 hour'",
-                &[],
+                "DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 hour' OR name = $1",
+                &[&name],
             )
             .await
             .map_err(db_error)?;

@@ -366,3 +366,30 @@ async fn when_the_feed_drops_the_node_reads_postgresql_and_recovers_by_itself() 
         "written while the feed was down"
     );
 }
+
+#[actix_web::test]
+async fn a_restarted_node_replaces_its_crashed_predecessor_in_the_registry() {
+    let a = spawn_app_with(feed(false)).await;
+    let db = a.db().await;
+    // A node that crashed on host:port `ghost:9` a moment ago: its beat still looks alive.
+    let ghost = uuid::Uuid::new_v4();
+    db.execute(
+        "INSERT INTO nodes (id, name, feed) VALUES ($1, 'ghost:9', 'off')",
+        &[&ghost],
+    )
+    .await
+    .unwrap();
+    let b = spawn_node(&a, |s: &mut Settings| {
+        feed(false)(s);
+        s.cluster.name = "ghost:9".into();
+    })
+    .await;
+    let left = db
+        .query_one("SELECT count(*) FROM nodes WHERE id = $1", &[&ghost])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(left, 0, "the predecessor's row is gone");
+    let s = until_status(&b, "B counts only A", |s| s["other_nodes_alive"] == 1).await;
+    assert_eq!(s["name"], "ghost:9");
+}
