@@ -42,6 +42,7 @@ pub struct Metrics {
     pool: IntGaugeVec,
     verdicts: IntGaugeVec,
     group_commit: IntGaugeVec,
+    cluster: IntGaugeVec,
 }
 
 /// Every rate-limit tier, so each has a `colloquy_rate_limited_total` series (at 0) from the
@@ -134,6 +135,14 @@ impl Metrics {
             &["measure"],
         )?;
         registry.register(Box::new(group_commit.clone()))?;
+        let cluster = IntGaugeVec::new(
+            Opts::new(
+                "colloquy_cluster",
+                "This node's view of the cluster: feed health, trust in memory, other live nodes",
+            ),
+            &["measure"],
+        )?;
+        registry.register(Box::new(cluster.clone()))?;
         for tier in TIERS {
             rate_limited.with_label_values(&[tier.as_str()]);
         }
@@ -148,6 +157,7 @@ impl Metrics {
             pool,
             verdicts,
             group_commit,
+            cluster,
         })
     }
 
@@ -164,6 +174,25 @@ impl Metrics {
         ];
         for (measure, v) in values {
             self.group_commit.with_label_values(&[measure]).set(v);
+        }
+    }
+
+    /// The node's view of the cluster, read at scrape time (`/api/ops/cluster` in numbers).
+    pub fn set_cluster(&self, s: &crate::cluster::ClusterStatus) {
+        let feed_on = s.feed != crate::cluster::ChangeFeed::Off;
+        let values: [(&str, i64); 6] = [
+            ("feed_configured", i64::from(feed_on)),
+            ("feed_healthy", i64::from(s.feed_healthy)),
+            ("memory_trusted", i64::from(s.memory_trusted)),
+            ("other_nodes_alive", s.other_nodes_alive as i64),
+            (
+                "other_nodes_without_feed",
+                s.other_nodes_without_feed as i64,
+            ),
+            ("times_distrusted", s.times_distrusted),
+        ];
+        for (measure, v) in values {
+            self.cluster.with_label_values(&[measure]).set(v);
         }
     }
 

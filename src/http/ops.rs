@@ -159,6 +159,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     m.set_suspicion(flags, blocks);
     m.set_actor("ticket_supervisor", &state.tickets.supervisor_stats());
     m.set_group_commit(&state.store.group_commit_stats());
+    m.set_cluster(&state.cluster.status());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(m.render()))
