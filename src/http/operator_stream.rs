@@ -105,6 +105,10 @@ struct Feed {
     sub: Subscription,
     last: Option<DateTime<Utc>>,
     heartbeat: tokio::time::Interval,
+    /// The replay is one page of more: the stream ends after it, and the client's
+    /// reconnect (with `Last-Event-ID`) gets the next page. Going live instead would skip
+    /// every message between the page and the first live one.
+    partial: bool,
     _open: OpenStream,
 }
 
@@ -151,6 +155,7 @@ fn events(
     let feed = Feed {
         status: Some(sub.status.as_str().to_owned()),
         replay: std::mem::take(&mut sub.replay).into(),
+        partial: sub.has_more,
         sub,
         last: resume,
         heartbeat,
@@ -166,6 +171,9 @@ fn events(
             if let Some(bytes) = feed.message(&m) {
                 return Some((Ok(bytes), feed));
             }
+        }
+        if feed.partial {
+            return None;
         }
         loop {
             let bytes = tokio::select! {

@@ -561,3 +561,93 @@ async fn an_operator_marks_a_ticket_read_and_new_visitor_messages_count_again() 
         "a new visitor message is unread again"
     );
 }
+
+#[actix_web::test]
+async fn an_operator_stream_behind_by_more_than_a_page_gets_every_message_across_reconnects() {
+    let app = spawn_app().await;
+    let team = app.create_unlimited_team().await;
+    let visitor = "visitor-console-long@example.com";
+    let ticket = app.open_ticket(&team.token, visitor, "m0").await;
+    // More than one replay page (500) of replies, private notes among them.
+    const REPLIES: usize = 520;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (client, url, secret) = (
+            app.client.clone(),
+            format!(
+                "{}/api/conversations/tickets/{ticket}/messages",
+                app.address
+            ),
+            team.secret.clone(),
+        );
+        writers.push(actix_web::rt::spawn(async move {
+            for i in (w..REPLIES).step_by(8) {
+                let res = client
+                    .post(&url)
+                    .bearer_auth(&secret)
+                    .json(
+                        &json!({"content": format!("m{}", i + 1), "author_type": "human",
+                                  "is_private": i % 5 == 0}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 201);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let mut got = std::collections::HashSet::new();
+    let mut last_id: Option<String> = None;
+    for connect in 0..3 {
+        let mut req = app
+            .client
+            .get(format!(
+                "{}/api/conversations/tickets/{ticket}/stream",
+                app.address
+            ))
+            .bearer_auth(&team.secret);
+        if let Some(id) = &last_id {
+            req = req.header("Last-Event-ID", id.as_str());
+        }
+        let mut sse = SseClient::new(req.send().await.unwrap());
+        let mut live_sent = connect > 0;
+        loop {
+            let e = sse.next_event(std::time::Duration::from_secs(2)).await;
+            if (e.is_none() || got.len() >= 500) && !live_sent {
+                // A message written while the first connection is open: it must not make
+                // the client skip what lies between the replayed page and itself.
+                live_sent = true;
+                let res = app
+                    .operator_post(
+                        &team.secret,
+                        &ticket,
+                        &json!({"content": "live", "author_type": "human"}),
+                    )
+                    .await;
+                assert_eq!(res.status(), 201);
+            }
+            let Some(e) = e else {
+                if sse.ended() || connect > 0 || got.contains("live") {
+                    break;
+                }
+                continue;
+            };
+            if e.event == "message" {
+                got.insert(e.json()["content"].as_str().unwrap().to_owned());
+                last_id = e.id.clone();
+            }
+        }
+        if got.len() == REPLIES + 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        got.len(),
+        REPLIES + 2,
+        "every message reaches the operator across reconnects"
+    );
+}
