@@ -30,6 +30,8 @@
 #   CLUSTER_NO_BUILD=1   use the binary already built
 #   CLUSTER_LB_PORT      the load balancer's port (default: a free one)
 #   CLUSTER_FEED         CHANGE_FEED of the nodes (default postgres; `off` shows the fallback)
+#   CLUSTER_DATABASE_URL serve this (migrated or empty) database instead of a fresh one; `down`
+#                        leaves it in place (scripts/bench.sh: its seeded database)
 #   CARGO_TARGET_DIR     default ~/.cache/colloquy/target
 #   DATABASE_URL         candidate PostgreSQL server (scripts/dev-db.sh)
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to both nodes
@@ -194,8 +196,13 @@ cmd_up() {
     # shellcheck source=scripts/dev-db.sh
     source "$ROOT/scripts/dev-db.sh" || die "no usable PostgreSQL server (scripts/dev-db.sh)"
     DB_SERVER_URL="$(colloquy_db_url_for "$DATABASE_URL" postgres)"
-    CLUSTER_DB="colloquy_cluster_$(rand_hex 5)"
-    CLUSTER_DB_URL="$(colloquy_db_create "$CLUSTER_DB")" || die "could not create database $CLUSTER_DB"
+    if [[ -n "${CLUSTER_DATABASE_URL:-}" ]]; then
+        CLUSTER_DB="" # not ours: never dropped
+        CLUSTER_DB_URL="$CLUSTER_DATABASE_URL"
+    else
+        CLUSTER_DB="colloquy_cluster_$(rand_hex 5)"
+        CLUSTER_DB_URL="$(colloquy_db_create "$CLUSTER_DB")" || die "could not create database $CLUSTER_DB"
+    fi
     ADMIN_TOKEN="cluster-$(rand_hex 20)"
     NODE_A_PORT="" NODE_B_PORT=""
     save_state
