@@ -84,9 +84,18 @@ async fn post(c: &reqwest::Client, a: &Args, body: Value) -> Option<Value> {
 }
 
 /// The ticket's messages after `after` as answered by the reading node (None: no 200).
-async fn poll(c: &reqwest::Client, a: &Args, visitor: &str, ticket: &str, after: &str) -> Option<Vec<Value>> {
+async fn poll(
+    c: &reqwest::Client,
+    a: &Args,
+    visitor: &str,
+    ticket: &str,
+    after: &str,
+) -> Option<Vec<Value>> {
     let res = c
-        .get(format!("{}/api/conversations/widget/messages/{ticket}", a.read))
+        .get(format!(
+            "{}/api/conversations/widget/messages/{ticket}",
+            a.read
+        ))
         .header("X-Conversations-Token", &a.token)
         .query(&[("distinct_id", visitor), ("after", after)])
         .send()
@@ -100,7 +109,10 @@ async fn poll(c: &reqwest::Client, a: &Args, visitor: &str, ticket: &str, after:
 }
 
 async fn visitor(i: usize, a: Arc<Args>, tally: Arc<Mutex<Tally>>, deadline: Instant) {
-    let c = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+    let c = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
         Ok(c) => c,
         Err(_) => return,
     };
@@ -108,7 +120,12 @@ async fn visitor(i: usize, a: Arc<Args>, tally: Arc<Mutex<Tally>>, deadline: Ins
     let who = format!("feed-probe-{run}-{i}@example.com");
     let mut opened = None;
     while opened.is_none() && Instant::now() < deadline {
-        opened = post(&c, &a, json!({"distinct_id": who, "message": "probe opens"})).await;
+        opened = post(
+            &c,
+            &a,
+            json!({"distinct_id": who, "message": "probe opens"}),
+        )
+        .await;
         if opened.is_none() {
             tally.lock().await.write_errors += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -123,7 +140,8 @@ async fn visitor(i: usize, a: Arc<Args>, tally: Arc<Mutex<Tally>>, deadline: Ins
     let stopped = |a: &Args| a.stop_file.as_ref().is_some_and(|p| p.exists());
     while Instant::now() < deadline && !stopped(&a) {
         seq += 1;
-        let body = json!({"distinct_id": who, "ticket_id": ticket, "message": format!("probe {i} {seq}")});
+        let body =
+            json!({"distinct_id": who, "ticket_id": ticket, "message": format!("probe {i} {seq}")});
         let Some(ack) = post(&c, &a, body).await else {
             tally.lock().await.write_errors += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -186,7 +204,11 @@ async fn main() -> anyhow::Result<()> {
     let mut ms: Vec<f64> = t.samples.iter().map(|s| s.1).collect();
     ms.sort_by(|a, b| a.total_cmp(b));
     if let Some(path) = &args.out {
-        let lines: String = t.samples.iter().map(|(at, l)| format!("{at} {l:.2}\n")).collect();
+        let lines: String = t
+            .samples
+            .iter()
+            .map(|(at, l)| format!("{at} {l:.2}\n"))
+            .collect();
         std::fs::write(path, lines)?;
     }
     println!(

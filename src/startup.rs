@@ -43,8 +43,19 @@ impl Application {
         let port_store: Arc<dyn Store> = Arc::new(pg.clone());
         let tickets = Tickets::start(Arc::clone(&port_store), TicketConfig::default());
         let (teams, blocks) = (TeamCache::default(), crate::blocks::BlockList::default());
+        // Bound before the node registers, so it is known by the port it really listens on
+        // (BIND=…:0 picks a free one).
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let mut cluster_settings = settings.cluster.clone();
+        if settings.bind.port() == 0 {
+            if let Some(host) = cluster_settings.name.strip_suffix(":0") {
+                cluster_settings.name = format!("{host}:{port}");
+            }
+        }
         let cluster = Cluster::start(
-            settings.cluster.clone(),
+            cluster_settings,
             node_id,
             pg.clone(),
             tickets.clone(),
@@ -76,9 +87,6 @@ impl Application {
         if state.admin_token.is_none() {
             tracing::warn!("ADMIN_TOKEN is not set: the admin API (POST /api/teams) is disabled");
         }
-        let listener = TcpListener::bind(settings.bind)
-            .with_context(|| format!("listen on {}", settings.bind))?;
-        let port = listener.local_addr()?.port();
         let data = web::Data::new(state.clone());
         let mut server = HttpServer::new(move || {
             App::new()

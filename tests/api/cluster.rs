@@ -366,3 +366,26 @@ async fn when_the_feed_drops_the_node_reads_postgresql_and_recovers_by_itself() 
         "written while the feed was down"
     );
 }
+
+/// With `BIND=…:0` (scripts/cluster.sh, the tests) the node is known by the port it really
+/// listens on, in `/api/ops/cluster` and in `nodes`, not by `…:0`.
+#[actix_web::test]
+async fn a_node_on_port_zero_is_named_by_the_port_it_listens_on() {
+    let a = spawn_app_with(|s| {
+        feed(true)(s);
+        s.cluster.name = s.bind.to_string(); // what config.rs sets from BIND
+    })
+    .await;
+    let port = a.address.rsplit(':').next().unwrap().to_owned();
+    let s = cluster_status(&a).await;
+    assert_eq!(s["name"], format!("127.0.0.1:{port}"), "{s}");
+    let client = a.db().await;
+    let row = client
+        .query_one(
+            "SELECT name FROM nodes WHERE id = $1",
+            &[&uuid::Uuid::parse_str(s["node_id"].as_str().unwrap()).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), format!("127.0.0.1:{port}"));
+}
