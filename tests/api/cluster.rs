@@ -389,3 +389,26 @@ async fn a_node_on_port_zero_is_named_by_the_port_it_listens_on() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), format!("127.0.0.1:{port}"));
 }
+
+/// Two nodes started at the same moment on a fresh database (compose.yaml, a rolling
+/// deployment's first start) both come up: one migrates, the other waits for it.
+#[actix_web::test]
+async fn two_nodes_starting_together_on_a_fresh_database_both_come_up() {
+    for _ in 0..3 {
+        let (name, config) = crate::helpers::create_database().await;
+        let (a, b) = futures_util::future::join(
+            crate::helpers::serve_on(name.clone(), config.clone(), feed(true)),
+            crate::helpers::serve_on(name, config, feed(true)),
+        )
+        .await;
+        for node in [&a, &b] {
+            let res = node
+                .client
+                .get(format!("{}/readyz", node.address))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    }
+}
