@@ -412,3 +412,39 @@ async fn two_nodes_starting_together_on_a_fresh_database_both_come_up() {
         }
     }
 }
+
+/// `compose.yaml` (docs/scale-out.md) is valid YAML and describes the cluster: PostgreSQL,
+/// two nodes with the PostgreSQL feed on it, HAProxy checking `/readyz` on both.
+#[test]
+fn compose_yaml_describes_the_cluster() {
+    let text = include_str!("../../compose.yaml");
+    let mut doc: serde_norway::Value =
+        serde_norway::from_str(text).expect("compose.yaml is valid YAML");
+    doc.apply_merge().expect("compose.yaml's merge keys apply");
+    let services = &doc["services"];
+    for s in ["postgres", "node-a", "node-b", "haproxy"] {
+        assert!(services.get(s).is_some(), "service {s} missing");
+    }
+    for node in ["node-a", "node-b"] {
+        let env = &services[node]["environment"];
+        assert_eq!(env["CHANGE_FEED"].as_str(), Some("postgres"), "{node}");
+        let url = env["DATABASE_URL"].as_str().unwrap_or_default();
+        assert!(url.contains("@postgres:5432/"), "{node}: {url}");
+        assert_eq!(env["BIND"].as_str(), Some("0.0.0.0:8080"), "{node}");
+        assert!(env["TRUSTED_PROXIES"].as_str().is_some(), "{node}");
+        let check = format!("{:?}", services[node]["healthcheck"]["test"]);
+        assert!(check.contains("/readyz"), "{node}: {check}");
+    }
+    let cfg = doc["configs"]["haproxy_cfg"]["content"]
+        .as_str()
+        .expect("the HAProxy configuration");
+    for line in [
+        "balance roundrobin",
+        "option httpchk GET /readyz",
+        "server a node-a:8080 check",
+        "server b node-b:8080 check",
+        "option forwardfor",
+    ] {
+        assert!(cfg.contains(line), "haproxy.cfg lacks {line:?}");
+    }
+}
