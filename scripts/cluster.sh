@@ -32,6 +32,7 @@
 #   CLUSTER_FEED         CHANGE_FEED of the nodes (default postgres; `off` shows the fallback)
 #   CLUSTER_DATABASE_URL serve this (migrated or empty) database instead of a fresh one; `down`
 #                        leaves it in place (scripts/bench.sh: its seeded database)
+#   CLUSTER_ADMIN_TOKEN  the nodes' ADMIN_TOKEN (default: a random one)
 #   CARGO_TARGET_DIR     default ~/.cache/colloquy/target
 #   DATABASE_URL         candidate PostgreSQL server (scripts/dev-db.sh)
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to both nodes
@@ -203,7 +204,7 @@ cmd_up() {
         CLUSTER_DB="colloquy_cluster_$(rand_hex 5)"
         CLUSTER_DB_URL="$(colloquy_db_create "$CLUSTER_DB")" || die "could not create database $CLUSTER_DB"
     fi
-    ADMIN_TOKEN="cluster-$(rand_hex 20)"
+    ADMIN_TOKEN="${CLUSTER_ADMIN_TOKEN:-cluster-$(rand_hex 20)}"
     NODE_A_PORT="" NODE_B_PORT=""
     save_state
     # A start that fails half-way leaves nothing running.
