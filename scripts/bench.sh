@@ -21,6 +21,19 @@
 #   sse-memory    10,000 open SSE streams (4 per ticket): RSS before/after, bytes per stream;
 #                 floor: the same streams on examples/sse_floor.rs (actix-web alone)
 #
+# and, only when named in BENCH_LOADS, on scripts/cluster.sh's topology (two nodes with
+# CHANGE_FEED=postgres on the bench database, HAProxy round-robin in front; the single node is
+# stopped meanwhile), through the load balancer:
+#
+#   cluster-post-spread  the post-spread load      reference: post-spread on one node, same run
+#   cluster-poll-tail    the poll-tail load        reference: poll-tail on one node, same run
+#                        (every tail ticket warmed on both nodes first)
+#   cluster-feed         the post-spread load again, with examples/feed_probe.rs writing through
+#                        node a and tail-polling node b: the feed's write-to-visible latency
+#                        p50/p99 under that load (and stale reads: none allowed)
+#
+# (cluster-post-spread and cluster-poll-tail add their single-node load when it is not named.)
+#
 # with wrk (bench/lua/*.lua), pgbench and examples/sse_hold.rs, sampling colloquy's RSS (VmHWM
 # reset through /proc/PID/clear_refs when allowed, plus VmRSS sampling), and writes
 # BENCHMARKS.md with the sections and targets of the loads that ran.
@@ -103,10 +116,14 @@ for v in SSE_N SSE_K V1_POLLS; do
 done
 
 ALL_LOADS="post-spread post-hot poll-tail poll-new tickets v1-mix memory sse-memory"
+CLUSTER_LOADS="cluster-post-spread cluster-poll-tail cluster-feed" # opt-in (BENCH_LOADS)
 LOADS="${BENCH_LOADS:-$ALL_LOADS}"
+# A cluster ratio needs its single-node load in the same run.
+[[ " $LOADS " == *" cluster-post-spread "* && " $LOADS " != *" post-spread "* ]] && LOADS="$LOADS post-spread"
+[[ " $LOADS " == *" cluster-poll-tail "* && " $LOADS " != *" poll-tail "* ]] && LOADS="$LOADS poll-tail"
 for l in $LOADS; do
-    [[ " $ALL_LOADS " == *" $l "* ]] || {
-        echo "bench: unknown load '$l' in BENCH_LOADS (loads: $ALL_LOADS)" >&2
+    [[ " $ALL_LOADS $CLUSTER_LOADS " == *" $l "* ]] || {
+        echo "bench: unknown load '$l' in BENCH_LOADS (loads: $ALL_LOADS $CLUSTER_LOADS)" >&2
         exit 2
     }
 done
@@ -198,6 +215,7 @@ cleanup() {
     stop_pid "$FLOOR_PID" 5
     stop_pid "$HELLO_PID" 5
     stop_pid "$COLLOQUY_PID" 30
+    [[ -d "$RUN/cluster" ]] && CLUSTER_DIR="$RUN/cluster" "$ROOT/scripts/cluster.sh" down >/dev/null 2>&1
     if [[ -n "$ADMIN_URL" && "${BENCH_KEEP:-0}" != 1 ]]; then
         psql "$ADMIN_URL" -X -q -w -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null 2>&1 || true
     fi
@@ -637,6 +655,75 @@ restart_colloquy() { # a fresh process, its HTTP workers and pool warmed without
     sleep 1
 }
 
+# ---------------------------------------------------------------------------------- cluster
+# Two nodes behind HAProxy on the same (seeded) database: scripts/cluster.sh.
+CLUSTER_ROWS=()
+single_rps() { awk -F'\t' -v l="$1" -v c="$2" '$1 == l && $2 == c { v = $3 } END { print v + 0 }' "$RESULTS"; }
+if want cluster-post-spread || want cluster-poll-tail || want cluster-feed; then
+    if [[ "${BENCH_NO_BUILD:-0}" != 1 ]] && want cluster-feed; then
+        cargo build --release --quiet --example feed_probe
+    fi
+    FEED_PROBE="$CARGO_TARGET_DIR/release/examples/feed_probe"
+    want cluster-feed && [[ ! -x "$FEED_PROBE" ]] && die "no $FEED_PROBE (cargo build --release --example feed_probe)"
+    log "cluster: stopping the single node; two nodes and HAProxy on $DB_NAME (scripts/cluster.sh)"
+    stop_pid "$COLLOQUY_PID" 60
+    COLLOQUY_PID=""
+    SINGLE_BASE="$BASE"
+    cluster_sh() {
+        CLUSTER_DIR="$RUN/cluster" CLUSTER_RELEASE=1 CLUSTER_NO_BUILD=1 CLUSTER_DATABASE_URL="$DB_URL" \
+            DATABASE_POOL_SIZE="$POOL" WORKERS="$WORKERS_N" RUST_LOG="${RUST_LOG:-info}" \
+            "$ROOT/scripts/cluster.sh" "$@"
+    }
+    if cluster_sh up 2>"$RUN/cluster-up.log"; then
+        eval "$(cluster_sh env | grep -E '^export (BASE_URL|NODE_A_URL|NODE_B_URL)=')"
+        CLUSTER_ADMIN="$(cluster_sh env | sed -n 's/^export ADMIN_TOKEN=//p')"
+        LB_URL="$BASE_URL"
+        log "cluster: load balancer $LB_URL, nodes $NODE_A_URL and $NODE_B_URL"
+        if want cluster-post-spread; then
+            for c in $CONC; do
+                TARGET=cluster URL="$LB_URL" run_wrk cluster-post-spread post.lua "$RUN/post.tsv" "$c"
+                record cluster-post-spread "$c" "one node req/s" "$(single_rps post-spread "$c")" ""
+            done
+        fi
+        if want cluster-poll-tail; then
+            log "cluster: warm-up, one poll of every tail ticket on each node"
+            BASE="$NODE_A_URL" walk tail
+            BASE="$NODE_B_URL" walk tail
+            BASE="$SINGLE_BASE"
+            for c in $CONC; do
+                TARGET=cluster URL="$LB_URL" run_wrk cluster-poll-tail messages.lua "$RUN/tail.tsv" "$c" BENCH_AFTER=tail
+                record cluster-poll-tail "$c" "one node req/s" "$(single_rps poll-tail "$c")" ""
+            done
+        fi
+        if want cluster-feed; then
+            FEED_TOKEN="$(curl -fsS -X POST "$LB_URL/api/teams" -H "Authorization: Bearer $CLUSTER_ADMIN" \
+                -H 'Content-Type: application/json' -d "{\"name\":\"Bench feed probe\",$LIMITS,$SUSPICION}" | jq -r .public_token)" ||
+                FEED_TOKEN=""
+            [[ -n "$FEED_TOKEN" ]] || fail "cluster-feed: could not create the probe's team"
+            for c in $CONC; do
+                [[ -n "$FEED_TOKEN" ]] || break
+                "$FEED_PROBE" --write "$NODE_A_URL" --read "$NODE_B_URL" --token "$FEED_TOKEN" --tickets 2 \
+                    --duration-secs "$D" >"$RUN/feed-probe-c$c.txt" 2>&1 &
+                FEED_PID=$!
+                TARGET=cluster URL="$LB_URL" run_wrk cluster-feed post.lua "$RUN/post.tsv" "$c"
+                record cluster-feed "$c" "-" "-" ""
+                wait "$FEED_PID" || fail "cluster-feed c=$c: stale reads or no answer: $(cat "$RUN/feed-probe-c$c.txt")"
+                probe="$(tail -n 1 "$RUN/feed-probe-c$c.txt")"
+                CLUSTER_ROWS+=("$c|$R_rps|$(sed -n 's/.*samples=\([0-9]*\).*/\1/p' <<<"$probe")|$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$probe")|$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$probe")|$(sed -n 's/.*max_ms=\([0-9.]*\).*/\1/p' <<<"$probe")|$(sed -n 's/.* stale=\([0-9]*\).*/\1/p' <<<"$probe")")
+                log "cluster-feed c=$c: $probe"
+            done
+        fi
+        grep -qiE 'panicked|ERROR' "$RUN/cluster/node-a.log" "$RUN/cluster/node-b.log" &&
+            fail "cluster: a node logged ERROR or a panic (see $RUN/cluster/node-*.log)"
+    else
+        fail "cluster: scripts/cluster.sh up failed: $(tail -n 3 "$RUN/cluster-up.log" | tr '\n' ' ')"
+    fi
+    cluster_sh down 2>>"$RUN/cluster-up.log" || true
+    BASE="$SINGLE_BASE"
+    # The single node again, for what follows and for the end-of-run checks.
+    start_colloquy
+fi
+
 # ---------------------------------------------------------------------------------- memory
 if want memory; then
     log "memory: restarting colloquy, then one poll of each of the $((4 * NV)) bench tickets"
@@ -959,6 +1046,26 @@ CREF=64
     fi
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
+if want cluster-post-spread || want cluster-poll-tail || want cluster-feed; then
+    {
+        echo
+        echo "## Cluster: two nodes behind HAProxy (scripts/cluster.sh)"
+        echo
+        echo "Both nodes (release, CHANGE_FEED=postgres, pool $POOL and $WORKERS_N workers each) and HAProxy (round-robin, health checks on /readyz) share this machine's $NPROC cores with wrk and PostgreSQL; the single-node figures are this run's. Targets (issue 16): POST ≥ 0.9× one node, tail poll ≥ 0.8× one node."
+        echo
+        echo "| load | c | cluster req/s | one node req/s | ratio | p50 ms | p99 ms | non-2xx | 5xx |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        awk -F'\t' '$1 == "cluster-post-spread" || $1 == "cluster-poll-tail" { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $12, $13, $4, $5, $7, $8 }' "$RESULTS"
+        if ((${#CLUSTER_ROWS[@]})); then
+            echo
+            echo "The change feed under the POST load (cluster-feed): examples/feed_probe.rs writes through node a (2 visitors, one message at a time) and polls node b's tail every 2 ms until the message is answered; latency from a's 201 to b's answer."
+            echo
+            echo "| c (POST load) | POST req/s meanwhile | samples | p50 ms | p99 ms | max ms | stale (> 1 s) |"
+            echo "|---:|---:|---:|---:|---:|---:|---:|"
+            for r in "${CLUSTER_ROWS[@]}"; do printf '| %s |\n' "${r//|/ | }"; done
+        fi
+    } >>"$OUT"
+fi
 
 if ((SMOKE)); then
     cat "$OUT"

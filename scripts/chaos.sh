@@ -19,14 +19,29 @@
 #   overload  far more concurrent clients than the pool and mailboxes hold, on a handful of
 #             tickets; answers must come within 2 s (201 or shed with 503/429), no 500, peak RSS
 #             bounded, and a light probe client gets a 201 again soon after the load stops.
+#   cluster-kill   against scripts/cluster.sh's topology (two nodes with CHANGE_FEED=postgres
+#             behind HAProxy): the load goes through the load balancer, node b is killed with
+#             SIGKILL, the load balancer routes around it, b is started again and rejoins.
+#             Nothing acknowledged may be lost or doubled (the client retries a 502 with the
+#             same idempotency key, which may now land on node a); no 5xx outside the 3 s after
+#             the kill (in it, HAProxy's 502 for requests that were in flight on b are counted).
+#   cluster-feed   the same topology under the same load, plus two feed probes
+#             (examples/feed_probe.rs: write through one node, tail-poll the other, both ways);
+#             both nodes' feed connections are killed (pg_terminate_backend on application_name
+#             'colloquy-feed'). No read may be stale (a message acknowledged by one node and
+#             not answered by the other's poll within 1 s), nothing acknowledged lost, and each
+#             node must trust its memory again (GET /api/ops/cluster: memory_trusted, after
+#             times_distrusted went up): that time is the recovery.
 #
 # Crash and overload use a fresh database colloquy_chaos_<random> on the server found by
 # scripts/dev-db.sh (dropped at the end). Prints a table; exits non-zero if any check fails.
 #
 # Usage:
-#   scripts/chaos.sh              full run (~2 minutes after the build)
-#   scripts/chaos.sh --short      CI form (~1 minute): 2 crash rounds, 5 s outage and freeze, 200-client overload
+#   scripts/chaos.sh              full run (~2.5 minutes after the build)
+#   scripts/chaos.sh --short      CI form (~1.5 minutes): 2 crash rounds, 5 s outage and freeze, 200-client overload,
+#                                 the two cluster scenarios (~30 s together)
 #   scripts/chaos.sh --only crash,outage
+#   scripts/chaos.sh --only cluster-kill,cluster-feed   the cluster scenarios only
 #
 # Environment (optional):
 #   CHAOS_CRASH_ROUNDS       kill -9 rounds (full 5, short 2)
@@ -50,7 +65,7 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/colloquy/target}"
 
 SHORT=0
-ONLY="crash,outage,freeze,overload"
+ONLY="crash,outage,freeze,overload,cluster-kill,cluster-feed"
 while (($#)); do
     case "$1" in
         --short) SHORT=1 ;;
@@ -113,6 +128,8 @@ FROZEN_PIDS=()
 SYSTEM_DBS=()
 PRIVATE_STARTED=0
 PRIVATE_DB=""
+CLUSTER_STARTED=0
+CLUSTER_NOTES=()
 FAILED=0
 ROWS=()
 FAILS=()
@@ -135,6 +152,7 @@ cleanup() {
     for p in "${CLIENT_PIDS[@]}"; do kill_pid "$p" KILL; done
     kill_pid "$SAMPLER_PID" KILL
     kill_pid "$SERVER_PID" KILL
+    ((CLUSTER_STARTED)) && cluster_cmd down >/dev/null 2>&1
     for p in "${SYSTEM_DBS[@]}"; do
         colloquy_db_drop "$p" >/dev/null 2>&1 || log "could not drop database $p"
     done
@@ -175,10 +193,11 @@ fi
 if [[ -n "${CHAOS_NO_BUILD:-}" ]]; then
     log "CHAOS_NO_BUILD set: using the binaries already in $CARGO_TARGET_DIR/$PROFILE_DIR"
 else
-    cargo build "${PROFILE_FLAG[@]}" --bin colloquy --example chaos_client >&2
+    cargo build "${PROFILE_FLAG[@]}" --bin colloquy --example chaos_client --example feed_probe >&2
 fi
 BIN="$CARGO_TARGET_DIR/$PROFILE_DIR/colloquy"
 CLIENT="$CARGO_TARGET_DIR/$PROFILE_DIR/examples/chaos_client"
+PROBE="$CARGO_TARGET_DIR/$PROFILE_DIR/examples/feed_probe"
 [[ -x "$BIN" && -x "$CLIENT" ]] || die "build products missing ($BIN, $CLIENT)"
 
 # --- database -----------------------------------------------------------------------------
@@ -552,6 +571,185 @@ overload() {
         "$(num "$all" maxms_503_overloaded) ms" "$(ms_s "$rec")" "$( ((ok)) && echo PASS || echo FAIL)"
 }
 
+# --- cluster (scripts/cluster.sh) ---------------------------------------------------------
+cluster_cmd() { # cluster_cmd ARGS… — scripts/cluster.sh on this run's cluster directory
+    CLUSTER_DIR="$RUN_DIR/cluster" CLUSTER_NO_BUILD=1 CLUSTER_RELEASE="${CHAOS_RELEASE:-}" \
+        "$ROOT/scripts/cluster.sh" "$@"
+}
+
+# cluster_up — starts the cluster once for both cluster scenarios; sets BASE (the load
+# balancer), NODE_A_URL, NODE_B_URL, NODE_B_PID, CLUSTER_DB_URL, ADMIN_TOKEN_VALUE.
+cluster_up() {
+    if ((CLUSTER_STARTED)); then
+        eval "$(cluster_cmd env)"
+    else
+        CLUSTER_STARTED=1
+        cluster_cmd up 2>"$RUN_DIR/cluster-up.log" || { tail -n 20 "$RUN_DIR/cluster-up.log" >&2; return 1; }
+        eval "$(cluster_cmd env)"
+    fi
+    BASE="$BASE_URL"
+    ADMIN_TOKEN_VALUE="$ADMIN_TOKEN"
+}
+
+cluster_panics() { check_panics "$1" "$RUN_DIR/cluster/node-a.log" "$RUN_DIR/cluster/node-b.log"; }
+
+cluster_kill() {
+    section "cluster-kill: kill -9 one of two nodes behind HAProxy under load"
+    local s=cluster-kill token out cpid t_kill t_restart vline rc=0 sum all aw ab aa ok=1
+    cluster_up || { fail $s "the cluster did not start"; return; }
+    token="$(create_team)" || { fail $s "could not create the team"; return; }
+    out="$RUN_DIR/$s"
+    mkdir -p "$out"
+    # shellcheck disable=SC2086  # CHAOS_CLIENT_ARGS is a list of arguments
+    "$CLIENT" load --base "$BASE" --token "$token" --run "$s-$RID" --out "$out" \
+        --workers "$LOAD_WORKERS" --tickets 8 --new-every 25 --read-every 4 \
+        --duration-secs 300 --stop-file "$out/stop" ${CHAOS_CLIENT_ARGS:-} >"$out/summary" 2>"$out/client.err" &
+    cpid=$!
+    CLIENT_PIDS+=("$cpid")
+    sleep 3
+    t_kill="$(now_ms)"
+    kill -KILL "$NODE_B_PID" 2>/dev/null || fail $s "node b (pid $NODE_B_PID) was not running"
+    log "node b (pid $NODE_B_PID) killed with SIGKILL; the load goes on through the load balancer"
+    if ((SHORT)); then sleep 3; else sleep 6; fi
+    t_restart="$(now_ms)"
+    cluster_cmd start-node b 2>>"$RUN_DIR/cluster-up.log" || { ok=0; fail $s "node b did not start again"; }
+    eval "$(cluster_cmd env)"
+    sleep 3 # b back in the rotation (2 health checks) and serving
+    touch "$out/stop"
+    wait "$cpid" || fail $s "the load client failed ($(tail -n 3 "$out/client.err"))"
+    sum="$(cat "$out/summary")"
+    all="$("$CLIENT" analyze --responses "$out/responses.tsv")"
+    # Requests sent from 1 s before the kill (in flight on b when it died) to 3 s after it (b
+    # not yet out of the rotation) may fail; none before or after.
+    ab="$("$CLIENT" analyze --responses "$out/responses.tsv" --to-ms "$((t_kill - 1000))")"
+    aw="$("$CLIENT" analyze --responses "$out/responses.tsv" --from-ms "$((t_kill - 1000))" --to-ms "$((t_kill + 3000))" --recovery-after-ms "$t_kill")"
+    aa="$("$CLIENT" analyze --responses "$out/responses.tsv" --from-ms "$((t_kill + 3000))")"
+    vline="$("$CLIENT" verify --db "$CLUSTER_DB_URL" --acks "$out/acks.tsv" 2>"$out/verify.err")" || rc=$?
+    log "whole run: $sum"
+    log "sent from 1 s before to 3 s after the kill: $aw"
+    log "verify: $vline"
+    [[ -s "$out/verify.err" ]] && sed 's/^/  /' "$out/verify.err" | head -n 20 >&2
+    ((rc == 0)) || { ok=0; fail $s "verification failed: $vline"; }
+    (($(num "$ab" bad_5xx) + $(num "$aa" bad_5xx) == 0)) ||
+        { ok=0; fail $s "5xx other than 503 outside the 3 s after the kill: $(($(num "$ab" bad_5xx) + $(num "$aa" bad_5xx)))"; }
+    (($(num "$all" n_401) == 0)) || { ok=0; fail $s "$(num "$all" n_401) answers 401 for a valid token"; }
+    (($(num "$ab" n_conn_error) + $(num "$ab" n_timeout) + $(num "$aa" n_conn_error) + $(num "$aa" n_timeout) == 0)) ||
+        { ok=0; fail $s "connection errors or timeouts outside [kill - 1 s, kill + 3 s]"; }
+    local rec
+    rec="$(kv "$aw" recovery_ms)"
+    [[ "$rec" =~ ^[0-9]+$ ]] || { ok=0; fail $s "no 201 after the kill"; }
+    # Node b rejoined: its own census sees node a, and it answers.
+    curl -fsS --max-time 2 -o /dev/null "$NODE_B_URL/readyz" || { ok=0; fail $s "node b does not answer after its restart"; }
+    cluster_panics $s
+    CLUSTER_NOTES+=("cluster-kill: $(num "$aw" requests) requests sent from 1 s before to 3 s after the kill: $(num "$aw" bad_5xx) 5xx (HAProxy's 502), $(($(num "$aw" n_conn_error) + $(num "$aw" n_timeout))) connection errors/timeouts (requests in flight on b; the client retries them with their idempotency key), max latency $(num "$aw" max_latency_ms) ms")
+    add_row "cluster-kill (node b kill -9 behind HAProxy)" "$(num "$all" requests)" "$(num "$sum" acked)" \
+        "$(num "$vline" lost)" "$(num "$vline" duplicates)" "$(num "$all" bad_5xx)" \
+        "$(($(num "$all" n_503_unavailable) + $(num "$all" n_503_overloaded) + $(num "$all" n_503_other)))" \
+        "$(num "$all" n_429)" "$(($(num "$all" n_conn_error) + $(num "$all" n_timeout)))" \
+        "-" "$(ms_s "$rec") (first 201 after the kill)" "$( ((ok)) && echo PASS || echo FAIL)"
+}
+
+cluster_feed() {
+    section "cluster-feed: both nodes' change-feed connections killed under load"
+    local s=cluster-feed token out cpid p1 p2 t_kill vline rc=0 sum all ok=1 killed n st
+    cluster_up || { fail $s "the cluster did not start"; return; }
+    token="$(create_team)" || { fail $s "could not create the team"; return; }
+    out="$RUN_DIR/$s"
+    mkdir -p "$out"
+    # Wait until both nodes trust their memory (after cluster-kill, b may still be starting).
+    local deadline=$((SECONDS + 15))
+    while ((SECONDS < deadline)); do
+        [[ "$(cluster_status "$NODE_A_URL" | jq -r .memory_trusted)$(cluster_status "$NODE_B_URL" | jq -r .memory_trusted)" == truetrue ]] && break
+        sleep 0.2
+    done
+    # shellcheck disable=SC2086  # CHAOS_CLIENT_ARGS is a list of arguments
+    "$CLIENT" load --base "$BASE" --token "$token" --run "$s-$RID" --out "$out" \
+        --workers "$LOAD_WORKERS" --tickets 8 --new-every 25 --read-every 4 \
+        --duration-secs 300 --stop-file "$out/stop" ${CHAOS_CLIENT_ARGS:-} >"$out/summary" 2>"$out/client.err" &
+    cpid=$!
+    CLIENT_PIDS+=("$cpid")
+    "$PROBE" --write "$NODE_A_URL" --read "$NODE_B_URL" --token "$token" --tickets 2 \
+        --duration-secs 300 --stop-file "$out/stop" --out "$out/probe-ab.tsv" >"$out/probe-ab" 2>&1 &
+    p1=$!
+    "$PROBE" --write "$NODE_B_URL" --read "$NODE_A_URL" --token "$token" --tickets 2 \
+        --duration-secs 300 --stop-file "$out/stop" --out "$out/probe-ba.tsv" >"$out/probe-ba" 2>&1 &
+    p2=$!
+    CLIENT_PIDS+=("$p1" "$p2")
+    sleep 3
+    local before_a before_b
+    before_a="$(cluster_status "$NODE_A_URL" | jq -r .times_distrusted)"
+    before_b="$(cluster_status "$NODE_B_URL" | jq -r .times_distrusted)"
+    t_kill="$(now_ms)"
+    killed="$(PGCONNECT_TIMEOUT=5 "$PSQL" "$CLUSTER_DB_URL" -w -X -q -tA -c \
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'colloquy-feed' AND datname = current_database()")" ||
+        killed=0
+    log "terminated $killed feed connection(s)"
+    ((killed == 2)) || { ok=0; fail $s "expected 2 feed connections to terminate, found $killed"; }
+    # Recovery: each node distrusted its memory (times_distrusted went up) and trusts it again.
+    local rec_a="" rec_b="" deadline=$((SECONDS + 30))
+    while ((SECONDS < deadline)) && [[ -z "$rec_a" || -z "$rec_b" ]]; do
+        st="$(cluster_status "$NODE_A_URL")"
+        if [[ -z "$rec_a" && "$(jq -r '.memory_trusted and .feed_healthy' <<<"$st")" == true ]] &&
+            (($(jq -r .times_distrusted <<<"$st") > before_a)); then rec_a=$(($(now_ms) - t_kill)); fi
+        st="$(cluster_status "$NODE_B_URL")"
+        if [[ -z "$rec_b" && "$(jq -r '.memory_trusted and .feed_healthy' <<<"$st")" == true ]] &&
+            (($(jq -r .times_distrusted <<<"$st") > before_b)); then rec_b=$(($(now_ms) - t_kill)); fi
+        sleep 0.05
+    done
+    [[ -n "$rec_a" ]] || { ok=0; fail $s "node a did not trust its memory again within 30 s (or never noticed the loss)"; }
+    [[ -n "$rec_b" ]] || { ok=0; fail $s "node b did not trust its memory again within 30 s (or never noticed the loss)"; }
+    # The nodes' own account (their logs): from the feed's loss to memory trusted again.
+    local own_a own_b
+    own_a="$(feed_recovery_ms "$RUN_DIR/cluster/node-a.log")"
+    own_b="$(feed_recovery_ms "$RUN_DIR/cluster/node-b.log")"
+    log "memory trusted again (seen through /api/ops/cluster, polled from before the kill): node a ${rec_a:-never} ms, node b ${rec_b:-never} ms"
+    log "feed lost → memory trusted again (the nodes' logs): node a ${own_a} ms, node b ${own_b} ms"
+    sleep 2
+    touch "$out/stop"
+    wait "$cpid" || fail $s "the load client failed ($(tail -n 3 "$out/client.err"))"
+    for n in "$p1" "$p2"; do wait "$n" || true; done
+    sum="$(cat "$out/summary")"
+    all="$("$CLIENT" analyze --responses "$out/responses.tsv")"
+    vline="$("$CLIENT" verify --db "$CLUSTER_DB_URL" --acks "$out/acks.tsv" 2>"$out/verify.err")" || rc=$?
+    log "whole run: $sum"
+    log "probe a→b: $(cat "$out/probe-ab")"
+    log "probe b→a: $(cat "$out/probe-ba")"
+    log "verify: $vline"
+    ((rc == 0)) || { ok=0; fail $s "verification failed: $vline"; }
+    (($(num "$all" bad_5xx) == 0)) || { ok=0; fail $s "$(num "$all" bad_5xx) 5xx answers other than 503"; }
+    (($(num "$all" n_401) == 0)) || { ok=0; fail $s "$(num "$all" n_401) answers 401 for a valid token"; }
+    local pl stale=0 samples=0
+    for pl in "$(cat "$out/probe-ab")" "$(cat "$out/probe-ba")"; do
+        stale=$((stale + $(num "$pl" stale) + $(num "$pl" never)))
+        samples=$((samples + $(num "$pl" samples)))
+    done
+    ((samples > 0)) || { ok=0; fail $s "the feed probes got no samples"; }
+    ((stale == 0)) || { ok=0; fail $s "$stale stale reads (acknowledged on one node, not answered by the other within 1 s)"; }
+    # Stale reads around the kill: the samples acknowledged in [kill - 1 s, recovery + 1 s].
+    local win_max
+    win_max="$(cat "$out/probe-ab.tsv" "$out/probe-ba.tsv" 2>/dev/null | awk -v a=$((t_kill - 1000)) \
+        -v b=$((t_kill + ${rec_a:-0} + ${rec_b:-0} + 1000)) '$1 >= a && $1 <= b { if ($2 > m) m = $2; n++ } END { printf "%d samples, max %.1f ms", n, m }')"
+    cluster_panics $s
+    CLUSTER_NOTES+=("cluster-feed: feed lost → memory trusted again (node logs): node a ${own_a} ms, node b ${own_b} ms; seen through /api/ops/cluster (polling from before pg_terminate_backend, an upper bound): node a ${rec_a:-never} ms, node b ${rec_b:-never} ms; probes a→b: $(cat "$out/probe-ab"); b→a: $(cat "$out/probe-ba"); around the kill: $win_max")
+    add_row "cluster-feed (feed connections killed)" "$(num "$all" requests)" "$(num "$sum" acked)" \
+        "$(num "$vline" lost)" "$(num "$vline" duplicates)" "$(num "$all" bad_5xx)" \
+        "$(($(num "$all" n_503_unavailable) + $(num "$all" n_503_overloaded) + $(num "$all" n_503_other)))" \
+        "$(num "$all" n_429)" "$(($(num "$all" n_conn_error) + $(num "$all" n_timeout)))" \
+        "-" "$own_a / $own_b ms (feed lost → trusted, a / b)" \
+        "$( ((ok)) && echo PASS || echo FAIL)"
+}
+
+feed_recovery_ms() { # feed_recovery_ms LOG — ms from the last "change feed lost" to the next "answering reads from memory"
+    local lost back
+    lost="$(grep -a 'change feed lost' "$1" | tail -n 1 | cut -d' ' -f1)"
+    [[ -n "$lost" ]] || { echo never-lost; return; }
+    back="$(awk -v t="$lost" '$1 > t && /answering reads from memory/ { print $1; exit }' "$1")"
+    [[ -n "$back" ]] || { echo never; return; }
+    echo $(( $(date -d "$back" +%s%3N) - $(date -d "$lost" +%s%3N) ))
+}
+
+cluster_status() { curl -sS --max-time 2 -H "Authorization: Bearer $ADMIN_TOKEN_VALUE" "$1/api/ops/cluster" 2>/dev/null || echo '{}'; }
+
 # --- run ----------------------------------------------------------------------------------
 T0=$SECONDS
 OVERLOAD_NOTE=""
@@ -559,6 +757,12 @@ OVERLOAD_NOTE=""
 [[ ",$ONLY," == *,outage,* ]] && outage stop
 [[ ",$ONLY," == *,freeze,* ]] && outage freeze
 [[ ",$ONLY," == *,overload,* ]] && overload
+[[ ",$ONLY," == *,cluster-kill,* ]] && cluster_kill
+[[ ",$ONLY," == *,cluster-feed,* ]] && cluster_feed
+if ((CLUSTER_STARTED)); then
+    cluster_cmd down >/dev/null 2>&1 || log "could not stop the cluster in $RUN_DIR/cluster"
+    CLUSTER_STARTED=0
+fi
 
 section "results ($(( SECONDS - T0 )) s; $( ((SHORT)) && echo short || echo full) run, $PROFILE_DIR build, $(nproc) cores)"
 {
@@ -567,6 +771,7 @@ section "results ($(( SECONDS - T0 )) s; $( ((SHORT)) && echo short || echo full
     for r in "${ROWS[@]}"; do printf '| %s\n' "${r//|/ | }"; done
 } | sed 's/ | $/ |/'
 [[ -n "$OVERLOAD_NOTE" ]] && printf '\noverload: %s\n' "$OVERLOAD_NOTE"
+for note in "${CLUSTER_NOTES[@]}"; do printf '\n%s\n' "$note"; done
 if ((FAILED)); then
     printf '\nFAILED checks:\n' >&2
     for f in "${FAILS[@]}"; do printf '  - %s\n' "$f" >&2; done

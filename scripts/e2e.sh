@@ -23,6 +23,12 @@
 #   SERVER_START_TIMEOUT  seconds to wait for the server's /healthz (default 30)
 #   KEEP_E2E_DB=1      keep the database (its name is printed) for a post-mortem
 #   CONSOLE_SCREENSHOTS=docs  the console scenarios rewrite docs/console/*.png
+#   E2E_BASE_URL       run against a colloquy already running there (e.g. the load balancer
+#                      of scripts/cluster.sh) instead of building and starting one: steps 2-4
+#                      and the clean-up of step 6 are skipped. Needs ADMIN_TOKEN (its admin
+#                      token) and DATABASE_URL (its database: the restore scenario reads the
+#                      outbox). E.g. scripts/cluster.sh --run sh -c \
+#                        'E2E_BASE_URL=$BASE_URL DATABASE_URL=$CLUSTER_DB_URL scripts/e2e.sh'
 # Arguments are passed to run.mjs and console.mjs (scenario names: `console`, `console-*`
 # select console.mjs's, the others run.mjs's).
 set -euo pipefail
@@ -73,6 +79,17 @@ if [[ ! -d "$E2E/node_modules/posthog-js" || ! -d "$E2E/node_modules/playwright-
     (cd "$E2E" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund) || die "npm ci failed"
 fi
 
+if [[ -n "${E2E_BASE_URL:-}" ]]; then
+    [[ -n "${ADMIN_TOKEN:-}" ]] || die "E2E_BASE_URL is set but ADMIN_TOKEN (its admin token) is not"
+    [[ -n "${DATABASE_URL:-}" ]] || die "E2E_BASE_URL is set but DATABASE_URL (its database) is not"
+    curl -fsS --max-time 5 -o /dev/null "${E2E_BASE_URL%/}/readyz" || die "nothing ready at ${E2E_BASE_URL%/}/readyz"
+    COLLOQUY_URL="${E2E_BASE_URL%/}"
+    DB_URL="$DATABASE_URL"
+    SERVER_PID=""
+    TMP="$(mktemp -d "${TMPDIR:-/tmp}/colloquy-e2e.XXXXXX")"
+    trap 'rm -rf "$TMP"' EXIT
+    log "colloquy at $COLLOQUY_URL (external: E2E_BASE_URL)"
+else
 # --- 2. build ---------------------------------------------------------------------------
 log "cargo build --bin colloquy"
 cargo build --bin colloquy || die "cargo build failed"
@@ -160,6 +177,7 @@ while :; do
 done
 COLLOQUY_URL="http://127.0.0.1:$port"
 log "colloquy at $COLLOQUY_URL"
+fi
 
 # --- 5. the suite -----------------------------------------------------------------------
 # Scenario names choose the runners: `console` and `console-*` are console.mjs's, the rest
@@ -188,13 +206,13 @@ if ((run_console)); then
     COLLOQUY_URL="$COLLOQUY_URL" ADMIN_TOKEN="$ADMIN_TOKEN" \
         node "$E2E/console.mjs" "$@" || rc=$?
 fi
-if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+if [[ -n "$SERVER_PID" ]] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
     log "the server died during the suite$(grep -q 'SIGTERM received' "$TMP/server.log" && printf ' (it logged a SIGTERM: something outside the suite stopped it)')"
     rc=1
 fi
 if ((rc != 0)); then
     log "FAILED (exit $rc); last server log lines:"
-    tail -n 25 "$TMP/server.log" >&2
+    [[ -s "$TMP/server.log" ]] && tail -n 25 "$TMP/server.log" >&2
     exit "$rc"
 fi
 log "all passed"

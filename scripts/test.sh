@@ -14,6 +14,10 @@
 #      operator session, the spam corpus, the browser suites (posthog-js and the console: scripts/e2e.sh,
 #      which installs Debian's chromium and the npm lockfile when missing), and the short
 #      forms of the API fuzzing (schemathesis, into a venv), chaos and benchmark runs
+#   4b. starts a local cluster (scripts/cluster.sh: two nodes with CHANGE_FEED=postgres behind
+#      HAProxy, installed with apt-get when missing and running as root) and runs through its
+#      load balancer: the widget session, the operator session and the browser suites
+#      (RATE_LIMIT_NODES=2: rate limits still count per node)
 #   5. prints a summary; exits non-zero if any step failed (every step runs regardless; a
 #      SKIP line is not a failure).
 #
@@ -99,6 +103,7 @@ stop_server() { # stop the session server (TERM, then KILL after 10 s) and drop 
 cleanup() {
     local rc=$?
     stop_server
+    if ((${CLUSTER_T_UP:-0})); then cluster_t down >/dev/null 2>&1 || true; fi
     rm -rf "$TMP"
     exit "$rc"
 }
@@ -278,6 +283,33 @@ if [[ -x "$CARGO_TARGET_DIR/debug/colloquy" ]]; then
     run_step "spam corpus: precision and recall (scripts/spam-corpus.sh)" "$ROOT/scripts/spam-corpus.sh" --seed 42
     run_step "e2e: the posthog-js widget and the operator console in Chromium (scripts/e2e.sh)" "$ROOT/scripts/e2e.sh"
 fi
+# --- the same black-box suites through a load balancer ------------------------------------
+# One cluster (scripts/cluster.sh) for all of them; torn down by cleanup too.
+CLUSTER_T_DIR="$TMP/cluster"
+CLUSTER_T_UP=0
+cluster_t() { CLUSTER_DIR="$CLUSTER_T_DIR" CLUSTER_NO_BUILD=1 "$ROOT/scripts/cluster.sh" "$@"; }
+cluster_up() {
+    CLUSTER_T_UP=1
+    cluster_t up || return 1
+    eval "$(cluster_t env)"
+    CLUSTER_BASE_URL="$BASE_URL" CLUSTER_ADMIN_TOKEN="$ADMIN_TOKEN"
+    unset BASE_URL ADMIN_TOKEN
+}
+through_lb() { # through_lb COMMAND…: with the load balancer's BASE_URL and ADMIN_TOKEN
+    BASE_URL="$CLUSTER_BASE_URL" ADMIN_TOKEN="$CLUSTER_ADMIN_TOKEN" RATE_LIMIT_NODES=2 "$@"
+}
+if [[ -x "$CARGO_TARGET_DIR/debug/colloquy" ]]; then
+    run_step "cluster: two nodes behind HAProxy (scripts/cluster.sh up)" cluster_up
+    if [[ "${RESULTS[-1]}" == PASS* ]]; then
+        run_step "cluster: widget session through the load balancer" through_lb "$ROOT/scripts/widget-session.sh"
+        run_step "cluster: operator session through the load balancer" through_lb "$ROOT/scripts/operator-session.sh"
+        run_step "cluster: e2e (posthog-js widget, console) in Chromium through the load balancer" \
+            through_lb env E2E_BASE_URL="$CLUSTER_BASE_URL" DATABASE_URL="$CLUSTER_DB_URL" "$ROOT/scripts/e2e.sh"
+    fi
+    cluster_t down || log "could not stop the cluster in $CLUSTER_T_DIR"
+    CLUSTER_T_UP=0
+fi
+
 # These build, serve and clean up by themselves (short forms; the full runs are by hand).
 run_step "API fuzzing: schemathesis on the OpenAPI document (scripts/fuzz.sh --short)" "$ROOT/scripts/fuzz.sh" --short
 run_step "chaos: kill -9, database outage and freeze, overload (scripts/chaos.sh --short)" "$ROOT/scripts/chaos.sh" --short

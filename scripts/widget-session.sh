@@ -15,6 +15,10 @@
 #   BASE_URL     server address (default http://127.0.0.1:8080)
 #   ADMIN_TOKEN  the server's admin bearer token (required)
 #   CURL_MAX_TIME  per-request timeout in seconds (default 10)
+#   RATE_LIMIT_NODES  nodes behind BASE_URL's load balancer (default 1). Rate limits are still
+#                  counted per node (cross-node limits are the next issue, docs/scale-out.md):
+#                  with N nodes in round-robin, step 5 wants posts 1..10 accepted and the first
+#                  refusal by post 10*N+1.
 # Needs bash, curl and jq.
 set -euo pipefail
 
@@ -32,6 +36,8 @@ BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
 BASE_URL="${BASE_URL%/}"
 [[ -n "${ADMIN_TOKEN:-}" ]] || die "ADMIN_TOKEN is not set (the server's admin bearer token)"
 CURL_MAX_TIME="${CURL_MAX_TIME:-10}"
+RATE_LIMIT_NODES="${RATE_LIMIT_NODES:-1}"
+[[ "$RATE_LIMIT_NODES" =~ ^[1-9]$ ]] || die "RATE_LIMIT_NODES must be 1..9"
 
 rand_hex() { od -An -N8 -tx1 /dev/urandom | tr -d ' \n'; }
 RUN_ID="$(rand_hex)"
@@ -177,7 +183,7 @@ report 4 "$P"
 P=""
 post_n=2
 first_refusal=0
-while ((post_n < 40)); do
+while ((post_n < 20 + 20 * RATE_LIMIT_NODES)); do
     post_n=$((post_n + 1))
     request POST "$MSG_PATH" "$(jq -nc --arg d "$DISTINCT_ID" --arg t "$TICKET_ID" --arg m "rate-limit probe $post_n" \
         '{distinct_id: $d, message: $m, ticket_id: $t}')" "${TOK[@]}"
@@ -188,14 +194,14 @@ while ((post_n < 40)); do
 done
 now_us="${EPOCHREALTIME//[.,]/}"
 elapsed_ms=$(((now_us - ${FIRST_POST_AT//[.,]/}) / 1000))
-extra_allowed=$((elapsed_ms / 6000))
+extra_allowed=$((RATE_LIMIT_NODES * elapsed_ms / 6000))
 REQ_DESC="POST $MSG_PATH x$((post_n - 2)) (post #$post_n)"
 if ((first_refusal == 0)); then
     want "no post was refused after $post_n posts in $((elapsed_ms / 1000)) s"
 elif ((first_refusal <= 10)); then
     want "post #$first_refusal answered $STATUS; posts up to the 10th must be 201"
-elif ((first_refusal > 11 + extra_allowed)); then
-    want "post #11 was not refused (first refusal at post #$first_refusal, ${elapsed_ms} ms after post #1)"
+elif ((first_refusal > 10 * RATE_LIMIT_NODES + 1 + extra_allowed)); then
+    want "post #$((10 * RATE_LIMIT_NODES + 1)) was not refused (first refusal at post #$first_refusal, ${elapsed_ms} ms after post #1)"
 fi
 if ((first_refusal > 10)); then
     expect_status 429

@@ -43,14 +43,17 @@ impl Application {
         let port_store: Arc<dyn Store> = Arc::new(pg.clone());
         let tickets = Tickets::start(Arc::clone(&port_store), TicketConfig::default());
         let (teams, blocks) = (TeamCache::default(), crate::blocks::BlockList::default());
-        // Bound before joining the cluster: the node is named host:port, and a row of the
-        // same name is this node's predecessor (two live processes cannot share the port).
+        // Bound before joining the cluster: the node is named host:port (the port it really
+        // listens on, also with BIND=…:0), and a row of the same name is this node's crashed
+        // predecessor (two live processes cannot share the port).
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let mut cluster_settings = settings.cluster.clone();
         if cluster_settings.name.is_empty() {
             cluster_settings.name = format!("{}:{port}", crate::cluster::host_name());
+        } else if let Some(host) = cluster_settings.name.strip_suffix(":0") {
+            cluster_settings.name = format!("{host}:{port}");
         }
         let cluster = Cluster::start(
             cluster_settings,

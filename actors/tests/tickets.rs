@@ -22,6 +22,8 @@ struct MemoryStore {
     tickets: Mutex<Vec<(TicketState, Vec<StoredMessage>)>>,
     batches: Mutex<Vec<usize>>,
     delay: Duration,
+    /// Milliseconds every `load_ticket` takes (a slow catch-up).
+    slow_loads: std::sync::atomic::AtomicU64,
 }
 
 fn stored(m: &NewMessage, at: DateTime<Utc>) -> StoredMessage {
@@ -43,6 +45,10 @@ impl Store for MemoryStore {
         team_id: Uuid,
         ticket_id: Uuid,
     ) -> Result<Option<TicketState>, StoreError> {
+        let ms = self.slow_loads.load(std::sync::atomic::Ordering::Relaxed);
+        if ms > 0 {
+            actix_rt::time::sleep(Duration::from_millis(ms)).await;
+        }
         let t = self.tickets.lock().unwrap();
         Ok(t.iter()
             .find(|(s, _)| s.id == ticket_id && s.team_id == team_id)
@@ -417,4 +423,55 @@ async fn a_subscription_replays_one_page_and_says_when_more_follow() {
         .unwrap();
     assert_eq!(rest.replay.len(), 2);
     assert!(!rest.has_more, "the second page reaches the tail");
+}
+
+/// Memory trusted again (the change feed is back) is not yet memory caught up: until a live
+/// ticket's actor has reloaded it, its reads go to the store, so a message another node wrote
+/// meanwhile (and that was read from the store while memory was untrusted) never vanishes.
+#[actix_rt::test]
+async fn memory_trusted_again_is_not_read_before_the_ticket_caught_up() {
+    let store = Arc::new(MemoryStore::default());
+    let tickets = Tickets::start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        TicketConfig::default(),
+    );
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    let first = tickets
+        .read(team, ticket, Some(visitor()), None, 50, false)
+        .await
+        .unwrap();
+    let tail = first.page.messages.last().unwrap().created_at;
+
+    tickets.set_memory_trusted(false);
+    // Another node answers (no notice reaches this one).
+    let reply = message("answer from another node");
+    {
+        let mut all = store.tickets.lock().unwrap();
+        let (state, msgs) = all.iter_mut().find(|(s, _)| s.id == ticket).unwrap();
+        let at = assign_created_at(Utc::now(), state.last_created_at, 1)[0];
+        msgs.push(stored(&reply, at));
+        state.last_created_at = Some(at);
+    }
+    let untrusted = tickets
+        .read(team, ticket, Some(visitor()), Some(tail), 50, false)
+        .await
+        .unwrap();
+    assert_eq!(untrusted.page.messages.len(), 1, "read from the store");
+
+    // Trusted again; the ticket's catch-up is slow.
+    store
+        .slow_loads
+        .store(300, std::sync::atomic::Ordering::Relaxed);
+    tickets.set_memory_trusted(true);
+    let again = tickets
+        .read(team, ticket, Some(visitor()), Some(tail), 50, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.page.messages.len(),
+        1,
+        "the reply read a moment ago is still answered (from memory: {})",
+        again.from_memory
+    );
 }

@@ -43,6 +43,10 @@ const SESSION_OPTIONS: &str =
 /// How long opening a new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// The advisory lock key migrations run under ("colloquy" in ASCII), so nodes starting
+/// together take turns.
+const MIGRATION_LOCK: i64 = 0x636f_6c6c_6f71_7579;
+
 /// Applies the migrations in `sql/` (embedded at build time) over a dedicated connection.
 pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<()> {
     let mut config = config.clone();
@@ -51,6 +55,12 @@ pub async fn migrate(config: &tokio_postgres::Config) -> anyhow::Result<()> {
         "connect to the database to migrate it (is DATABASE_URL right and the server up?)",
     )?;
     let driver = tokio::spawn(connection);
+    // Nodes starting together on a fresh database take turns: the first migrates, the others
+    // find the migrations applied. The lock ends with this session.
+    client
+        .batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .await
+        .context("wait for another node's migrations")?;
     let report = embedded::migrations::runner()
         .run_async(&mut client)
         .await

@@ -393,3 +393,85 @@ async fn a_restarted_node_replaces_its_crashed_predecessor_in_the_registry() {
     let s = until_status(&b, "B counts only A", |s| s["other_nodes_alive"] == 1).await;
     assert_eq!(s["name"], "ghost:9");
 }
+
+/// With `BIND=…:0` (scripts/cluster.sh, the tests) the node is known by the port it really
+/// listens on, in `/api/ops/cluster` and in `nodes`, not by `…:0`.
+#[actix_web::test]
+async fn a_node_on_port_zero_is_named_by_the_port_it_listens_on() {
+    let a = spawn_app_with(|s| {
+        feed(true)(s);
+        s.cluster.name = s.bind.to_string(); // a name given with port 0
+    })
+    .await;
+    let port = a.address.rsplit(':').next().unwrap().to_owned();
+    let s = cluster_status(&a).await;
+    assert_eq!(s["name"], format!("127.0.0.1:{port}"), "{s}");
+    let client = a.db().await;
+    let row = client
+        .query_one(
+            "SELECT name FROM nodes WHERE id = $1",
+            &[&uuid::Uuid::parse_str(s["node_id"].as_str().unwrap()).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), format!("127.0.0.1:{port}"));
+}
+
+/// Two nodes started at the same moment on a fresh database (compose.yaml, a rolling
+/// deployment's first start) both come up: one migrates, the other waits for it.
+#[actix_web::test]
+async fn two_nodes_starting_together_on_a_fresh_database_both_come_up() {
+    for _ in 0..3 {
+        let (name, config) = crate::helpers::create_database().await;
+        let (a, b) = futures_util::future::join(
+            crate::helpers::serve_on(name.clone(), config.clone(), feed(true)),
+            crate::helpers::serve_on(name, config, feed(true)),
+        )
+        .await;
+        for node in [&a, &b] {
+            let res = node
+                .client
+                .get(format!("{}/readyz", node.address))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    }
+}
+
+/// `compose.yaml` (docs/scale-out.md) is valid YAML and describes the cluster: PostgreSQL,
+/// two nodes with the PostgreSQL feed on it, HAProxy checking `/readyz` on both.
+#[test]
+fn compose_yaml_describes_the_cluster() {
+    let text = include_str!("../../compose.yaml");
+    let mut doc: serde_norway::Value =
+        serde_norway::from_str(text).expect("compose.yaml is valid YAML");
+    doc.apply_merge().expect("compose.yaml's merge keys apply");
+    let services = &doc["services"];
+    for s in ["postgres", "node-a", "node-b", "haproxy"] {
+        assert!(services.get(s).is_some(), "service {s} missing");
+    }
+    for node in ["node-a", "node-b"] {
+        let env = &services[node]["environment"];
+        assert_eq!(env["CHANGE_FEED"].as_str(), Some("postgres"), "{node}");
+        let url = env["DATABASE_URL"].as_str().unwrap_or_default();
+        assert!(url.contains("@postgres:5432/"), "{node}: {url}");
+        assert_eq!(env["BIND"].as_str(), Some("0.0.0.0:8080"), "{node}");
+        assert!(env["TRUSTED_PROXIES"].as_str().is_some(), "{node}");
+        let check = format!("{:?}", services[node]["healthcheck"]["test"]);
+        assert!(check.contains("/readyz"), "{node}: {check}");
+    }
+    let cfg = doc["configs"]["haproxy_cfg"]["content"]
+        .as_str()
+        .expect("the HAProxy configuration");
+    for line in [
+        "balance roundrobin",
+        "option httpchk GET /readyz",
+        "server a node-a:8080 check",
+        "server b node-b:8080 check",
+        "option forwardfor",
+    ] {
+        assert!(cfg.contains(line), "haproxy.cfg lacks {line:?}");
+    }
+}

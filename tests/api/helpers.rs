@@ -48,6 +48,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// [`spawn_app`] with settings changed by `configure` (e.g. an SMTP server).
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (db_name, db_config) = create_database().await;
+    serve_on(db_name, db_config, configure).await
+}
+
+/// A fresh, empty database (not yet migrated): its name and connection settings.
+pub async fn create_database() -> (String, tokio_postgres::Config) {
     let base =
         tokio_postgres::Config::from_str(&server_url()).expect("DATABASE_URL is a valid URL");
     let db_name = format!("colloquy_test_{}", uuid::Uuid::new_v4().simple());
@@ -62,7 +68,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("create the test database");
     let mut db_config = base.clone();
     db_config.dbname(&db_name);
-    serve_on(db_name, db_config, configure).await
+    (db_name, db_config)
 }
 
 /// A second node on `first`'s database (the two make a cluster), with settings changed by
@@ -71,7 +77,8 @@ pub async fn spawn_node(first: &TestApp, configure: impl FnOnce(&mut Settings)) 
     serve_on(first.db_name.clone(), first.db_config.clone(), configure).await
 }
 
-async fn serve_on(
+/// Builds a node on the database `db_name` and serves it in the background.
+pub async fn serve_on(
     db_name: String,
     db_config: tokio_postgres::Config,
     configure: impl FnOnce(&mut Settings),

@@ -16,6 +16,8 @@
 //   E2E_TIMEOUT_FACTOR  multiplies every wait (default 1)
 //   E2E_ARTIFACTS    screenshot/log directory (default tests/e2e/artifacts)
 //   E2E_HEADED=1     show the browser (needs a display)
+//   RATE_LIMIT_NODES nodes behind COLLOQUY_URL's round-robin load balancer (default 1): rate
+//                    limits count per node, so refusals start later
 //
 // Usage:
 //   node tests/e2e/run.mjs            run the scenarios; one PASS/FAIL line each; exit 1 on failure
@@ -39,6 +41,8 @@ const LIST = ARGS.includes('--list');
 const COLLOQUY_URL = (process.env.COLLOQUY_URL || '').replace(/\/+$/, '');
 const ADMIN_TOKEN = process.env.ADMIN_TOKEN || '';
 const DATABASE_URL = process.env.DATABASE_URL || '';
+// Nodes behind COLLOQUY_URL's round-robin load balancer: rate limits count per node.
+const RATE_LIMIT_NODES = Math.max(1, Number.parseInt(process.env.RATE_LIMIT_NODES || '1', 10) || 1);
 const CHROMIUM_PATH = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const FACTOR = Number(process.env.E2E_TIMEOUT_FACTOR || '1') || 1;
 const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(HERE, 'artifacts'));
@@ -930,7 +934,7 @@ scenario('cross-origin-errors', "refusals reach the page's JS with their status 
     // the widget of this page stays closed and has no ticket: it polls nothing, so the burst
     // below is the only use of its fresh widget_session_id (the budget counts every endpoint)
     const out = await v.page.evaluate(
-        async ([base, token]) => {
+        async ([base, token, nodes]) => {
             const ws = crypto.randomUUID();
             const call = async (label, url, init) => {
                 try {
@@ -950,12 +954,12 @@ scenario('cross-origin-errors', "refusals reach the page's JS with their status 
                 headers: { ...h, 'Content-Type': 'application/json' },
                 body: JSON.stringify({ message: 'bot', widget_session_id: crypto.randomUUID(), distinct_id: 'bot-e2e-1234', _hp: 'x' }),
             }));
-            for (let i = 0; i < 6; i++) {
+            for (let i = 0; i < 3 * nodes + 3; i++) {
                 res.push(await call(`burst ${i + 1} (limit 3/min) → 429 at the end`, `/api/conversations/v1/widget/tickets?widget_session_id=${ws}`, { headers: h }));
             }
             return res;
         },
-        [COLLOQUY_URL, team.public_token],
+        [COLLOQUY_URL, team.public_token, RATE_LIMIT_NODES],
     );
     for (const r of out) s.note(`${r.label}: ${r.status}${r.retryAfter ? ' (Retry-After ' + r.retryAfter + ')' : ''}`);
     const byLabel = (l) => out.find((r) => r.label.startsWith(l));
@@ -966,8 +970,11 @@ scenario('cross-origin-errors', "refusals reach the page's JS with their status 
     check(byLabel('honeypot').status === 400, 'a truthy _hp is not 400 on the v1 surface', byLabel('honeypot'));
     const burst = out.filter((r) => r.label.startsWith('burst'));
     check(burst.slice(0, 3).every((r) => r.status === 200), 'the first 3 calls of the burst are not all 200', burst);
-    check(burst.slice(3).every((r) => r.status === 429), 'calls over widget_session_per_minute=3 are not 429', burst);
-    check(burst.slice(3).every((r) => /"code"\s*:\s*"rate_limited"/.test(r.body)), 'a 429 body is not {"code":"rate_limited"}', burst);
+    // Budgets are per node until limits are shared (docs/scale-out.md): behind a round-robin
+    // load balancer over N nodes the refusals start by call 3N+1.
+    const over = burst.slice(3 * RATE_LIMIT_NODES);
+    check(over.every((r) => r.status === 429), 'calls over widget_session_per_minute=3 are not 429', burst);
+    check(over.every((r) => /"code"\s*:\s*"rate_limited"/.test(r.body)), 'a 429 body is not {"code":"rate_limited"}', burst);
     const inbox = await operator.list(team);
     check(inbox.count === 0, `refused calls stored something: operator inbox count ${inbox.count}`, inbox);
 });

@@ -202,6 +202,8 @@ pub struct TicketActor {
     catch_up_again: bool,
     view: Arc<ViewCell>,
     shared: Arc<Shared>,
+    /// The trust epoch the state was last loaded from the database in (see [`View`]).
+    epoch: u64,
 }
 
 /// How often a watched ticket checks the database while memory is not trusted.
@@ -219,6 +221,7 @@ impl TicketActor {
         recent: Recent,
         view: Arc<ViewCell>,
         shared: Arc<Shared>,
+        epoch: u64,
     ) -> Self {
         Self {
             state,
@@ -234,13 +237,15 @@ impl TicketActor {
             catch_up_again: false,
             view,
             shared,
+            epoch,
         }
     }
 
     /// Makes the current state what readers see. Called after every change, and before
     /// answering the writes that made it, so a visitor reads their own message.
     fn publish(&self) {
-        self.view.publish(View::of(&self.state, &self.recent));
+        self.view
+            .publish(View::of(&self.state, &self.recent, self.epoch));
     }
 
     fn check_access(&self, team_id: Uuid, visitor: Option<&VisitorKey>) -> Result<(), TicketError> {
@@ -406,6 +411,8 @@ impl TicketActor {
             return;
         }
         self.catching_up = true;
+        // Read before loading: what the load returns is current for this epoch.
+        let epoch = self.shared.epoch();
         let from = self.state.last_created_at;
         let store = Arc::clone(&self.shared.store);
         let (team_id, ticket_id) = (self.state.team_id, self.state.id);
@@ -432,7 +439,7 @@ impl TicketActor {
         };
         ctx.wait(load.into_actor(self).map(move |res, act, ctx| {
             act.catching_up = false;
-            act.finish_catch_up(from, res, ctx);
+            act.finish_catch_up(from, epoch, res, ctx);
             if std::mem::take(&mut act.catch_up_again) {
                 act.catch_up(ctx);
             }
@@ -442,6 +449,7 @@ impl TicketActor {
     fn finish_catch_up(
         &mut self,
         from: Option<DateTime<Utc>>,
+        epoch: u64,
         res: Result<(Option<TicketState>, MessagePage), StoreError>,
         ctx: &mut Context<Self>,
     ) {
@@ -462,6 +470,7 @@ impl TicketActor {
                 self.evict(ctx);
             }
             Ok((Some(fresh), page)) => {
+                self.epoch = epoch;
                 // A restore re-keys tickets: the key is the database's, not ours.
                 self.state.owner = fresh.owner.clone();
                 self.state.linked_distinct_id = fresh.linked_distinct_id.clone();
@@ -686,9 +695,7 @@ impl Handler<Subscribe> for TicketActor {
         let (include_private, shared) = (msg.include_private, Arc::clone(&self.shared));
         let status = self.state.status;
         let limit = self.shared.config.replay_page;
-        let remembered = self
-            .shared
-            .memory_trusted()
+        let remembered = (self.shared.memory_trusted() && self.epoch == self.shared.epoch())
             .then(|| self.recent.page(msg.after, limit, msg.include_private))
             .flatten();
         if let Some(page) = remembered {

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -71,12 +71,22 @@ pub(super) struct Shared {
     /// Whether what actors hold in memory is current: always on one node; in a cluster
     /// only while the change feed is healthy (see the service's `cluster` module).
     memory_trusted: AtomicBool,
+    /// Bumped each time memory becomes trusted again: a ticket's memory is current only once
+    /// its actor has caught up with the database in the current epoch; until then its reads
+    /// and checks go to the database (else a message read from the database during the gap
+    /// could vanish from the next answer).
+    epoch: AtomicU64,
 }
 
 impl Shared {
     /// Whether reads may be answered from memory.
     pub(super) fn memory_trusted(&self) -> bool {
         self.memory_trusted.load(Ordering::Acquire)
+    }
+
+    /// The current trust epoch.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 }
 
@@ -104,6 +114,7 @@ impl Tickets {
             supervisor_stats: ActorStats::default(),
             config,
             memory_trusted: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
         });
         let supervisor = TicketSupervisor {
             shared: Arc::clone(&shared),
@@ -126,6 +137,10 @@ impl Tickets {
     /// Untrusted, every read and access check goes to the database; trusted again, every
     /// live ticket first catches up with what changed meanwhile.
     pub fn set_memory_trusted(&self, trusted: bool) {
+        if trusted && !self.shared.memory_trusted() {
+            // Before the flag: whoever sees it trusted also sees every view as behind.
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         let was = self.shared.memory_trusted.swap(trusted, Ordering::AcqRel);
         if trusted && !was {
             self.revalidate_all();
@@ -178,11 +193,12 @@ impl Tickets {
     /// message in memory, since its widget polls right after.
     pub async fn open(&self, ticket: NewTicket) -> Result<Opened, TicketError> {
         let store = Arc::clone(&self.shared.store);
+        let epoch = self.shared.epoch();
         let opened = self.bounded(store.open_ticket(ticket)).await??;
         if let Opened::Created { ticket, message } = &opened {
             let mut recent = Recent::unknown(self.shared.config.recent_capacity);
             recent.extend(None, vec![message.clone()]);
-            self.spawn(ticket.clone(), recent);
+            self.spawn(ticket.clone(), recent, epoch);
         }
         Ok(opened)
     }
@@ -222,7 +238,11 @@ impl Tickets {
                 .read_fresh(team_id, ticket_id, visitor, after, limit, include_private)
                 .await;
         }
-        let view = self.view(team_id, ticket_id, visitor.as_ref()).await?;
+        let Some(view) = self.view(team_id, ticket_id, visitor.as_ref()).await? else {
+            return self
+                .read_fresh(team_id, ticket_id, visitor, after, limit, include_private)
+                .await;
+        };
         let (status, unread_customer) = (view.status, view.unread_customer);
         if let Some(page) = view.recent.page(after, limit, include_private) {
             return Ok(TicketPage {
@@ -299,7 +319,7 @@ impl Tickets {
         ticket_id: Uuid,
         visitor: Option<VisitorKey>,
     ) -> Result<Option<VisitorKey>, TicketError> {
-        if self.memory_trusted() || visitor.is_none() {
+        if visitor.is_none() || (self.memory_trusted() && self.caught_up(ticket_id)) {
             return Ok(visitor);
         }
         self.load_checked(team_id, ticket_id, visitor.as_ref())
@@ -340,7 +360,14 @@ impl Tickets {
                 .await?;
             return Ok(());
         }
-        self.view(team_id, ticket_id, visitor.as_ref()).await?;
+        if self
+            .view(team_id, ticket_id, visitor.as_ref())
+            .await?
+            .is_none()
+        {
+            self.load_checked(team_id, ticket_id, visitor.as_ref())
+                .await?;
+        }
         Ok(())
     }
 
@@ -391,7 +418,7 @@ impl Tickets {
         team_id: Uuid,
         ticket_id: Uuid,
         visitor: Option<&VisitorKey>,
-    ) -> Result<Arc<View>, TicketError> {
+    ) -> Result<Option<Arc<View>>, TicketError> {
         // The common case, a live ticket, without cloning its actor's address (an atomic
         // count shared by both worker threads) and without awaiting.
         let live_view = self
@@ -405,8 +432,18 @@ impl Tickets {
             None => self.actor(team_id, ticket_id).await?.view.load(),
         };
         self.shared.stats.handled();
+        if view.epoch != self.shared.epoch() {
+            return Ok(None); // not caught up since memory became trusted again
+        }
         view.check_access(team_id, visitor)?;
-        Ok(view)
+        Ok(Some(view))
+    }
+
+    /// Whether the ticket's live actor (if any) has caught up in the current trust epoch; a
+    /// ticket without one is loaded from the database when needed.
+    fn caught_up(&self, ticket_id: Uuid) -> bool {
+        self.live(ticket_id)
+            .is_none_or(|l| l.view.load().epoch == self.shared.epoch())
     }
 
     /// Lets every ticket actor commit what it has queued; new appends are refused.
@@ -471,22 +508,24 @@ impl Tickets {
             return Ok(live);
         }
         let store = Arc::clone(&self.shared.store);
+        let epoch = self.shared.epoch(); // before the load: it is current for this epoch
         let state = self
             .bounded(store.load_ticket(team_id, ticket_id))
             .await??
             .ok_or(TicketError::NotFound)?;
         let recent = Recent::at_tail(self.shared.config.recent_capacity, state.last_created_at);
-        Ok(self.spawn(state, recent))
+        Ok(self.spawn(state, recent, epoch))
     }
 
-    fn spawn(&self, state: crate::store::TicketState, recent: Recent) -> Live {
+    fn spawn(&self, state: crate::store::TicketState, recent: Recent, epoch: u64) -> Live {
         let id = state.id;
         let shared = Arc::clone(&self.shared);
         let start = move || {
-            let view = Arc::new(ViewCell::new(View::of(&state, &recent)));
+            let view = Arc::new(ViewCell::new(View::of(&state, &recent, epoch)));
             let cell = Arc::clone(&view);
-            let addr =
-                actix::Supervisor::start(move |_| TicketActor::new(state, recent, cell, shared));
+            let addr = actix::Supervisor::start(move |_| {
+                TicketActor::new(state, recent, cell, shared, epoch)
+            });
             Live { addr, view }
         };
         // Starting an actor is synchronous: no await happens while the entry is held.

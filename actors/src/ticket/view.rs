@@ -23,12 +23,16 @@ pub(super) struct View {
     /// The row version `status` and `unread_customer` belong to.
     version: i64,
     pub(super) recent: Recent,
+    /// The trust epoch its actor last caught up with the database in: memory trusted again
+    /// after a gap is only current for tickets that caught up since (`Shared::epoch`).
+    pub(super) epoch: u64,
 }
 
 impl View {
     /// A snapshot of the actor's state.
-    pub(super) fn of(state: &TicketState, recent: &Recent) -> Self {
+    pub(super) fn of(state: &TicketState, recent: &Recent, epoch: u64) -> Self {
         Self {
+            epoch,
             team_id: state.team_id,
             owner: state.owner.clone(),
             linked_distinct_id: state.linked_distinct_id.clone(),
