@@ -446,6 +446,8 @@ instr_phase() { # NAME MODE DATA COUNT: sets I_IR (per request), I_IDLE (per req
     callgrind_control -z "$CG_PID" >/dev/null 2>&1
     sleep "$secs"
     idle="$(callgrind_dump "$name")"
+    f="$(ls -t "$RUN/cg-$name.out".* 2>/dev/null | head -n 1)"
+    [[ -n "$f" ]] && mv "$f" "$RUN/cg-$name-$mode.idle"
     rm -f "$RUN/cg-$name.out".*
     I_IR="$(awk -v t="$total" -v n="$count" 'BEGIN {printf "%.0f", t / n}')"
     I_IDLE="$(awk -v t="$idle" -v n="$count" 'BEGIN {printf "%.0f", t / n}')"

@@ -76,7 +76,7 @@ pub async fn observe_request(
     // Handlers record `team_id` into this span (`Span::current()`): one span per request.
     let span = tracing::info_span!(
         "request",
-        request_id,
+        request_id = %request_id,
         method = %method,
         team_id = tracing::field::Empty
     );
