@@ -161,7 +161,8 @@ fn main() {
     let barrier = Arc::new(Barrier::new(conns + 1));
     let mut threads = Vec::new();
     for c in 0..conns {
-        let (rows, barrier, addr, mode) = (rows.clone(), barrier.clone(), addr.clone(), mode.clone());
+        let (rows, barrier, addr, mode) =
+            (rows.clone(), barrier.clone(), addr.clone(), mode.clone());
         // this connection's share of each phase (the first ones take the remainder)
         let share = |n: usize| n / conns + usize::from(c < n % conns);
         let (w, m) = (share(warmup), share(count));
@@ -182,10 +183,13 @@ fn main() {
                     barrier.wait(); // warm-up done
                     barrier.wait(); // counters zeroed
                 }
-                let status = wr.write_all(req).and_then(|()| read_answer(&mut rd)).unwrap_or_else(|e| {
-                    eprintln!("reqload: request {i} on connection {c}: {e}");
-                    exit(1)
-                });
+                let status = wr
+                    .write_all(req)
+                    .and_then(|()| read_answer(&mut rd))
+                    .unwrap_or_else(|e| {
+                        eprintln!("reqload: request {i} on connection {c}: {e}");
+                        exit(1)
+                    });
                 if !(200..300).contains(&status) {
                     if bad[usize::from(i >= w)] == 0 {
                         eprintln!("reqload: answer {status} to request {i} on connection {c}");
@@ -202,7 +206,11 @@ fn main() {
     }
     barrier.wait();
     if let Some(cmd) = between {
-        let ok = Command::new("sh").arg("-c").arg(&cmd).status().is_ok_and(|s| s.success());
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+            .is_ok_and(|s| s.success());
         if !ok {
             eprintln!("reqload: `{cmd}` failed");
             exit(1);

@@ -49,29 +49,29 @@ pub async fn json_object(
     }
 }
 
+/// A request's query parameters by name. A map of one request, dropped with it: its keys
+/// cannot pile up, so it takes the fast (randomly seeded) hasher rather than SipHash.
+pub type Query = HashMap<String, String, foldhash::fast::RandomState>;
+
 /// Query parameters; the first of a repeated name wins, unknown names are ignored.
-pub fn query(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|_| ApiError::invalid("query", "the query string is malformed"))?;
-    let mut map = HashMap::with_capacity(pairs.len());
-    for (k, v) in pairs {
+/// (`application/x-www-form-urlencoded` parsing as serde_urlencoded does it, without its
+/// deserializer and intermediate list: this runs on every poll.)
+pub fn query(req: &HttpRequest) -> Result<Query, ApiError> {
+    let mut map = Query::default();
+    for (k, v) in form_urlencoded::parse(req.query_string().as_bytes()) {
         if v.contains('\0') {
             return Err(no_nul(&k));
         }
-        map.entry(k).or_insert(v);
+        if !map.contains_key(k.as_ref()) {
+            map.insert(k.into_owned(), v.into_owned());
+        }
     }
     Ok(map)
 }
 
 /// A clamped integer query parameter: absent → `default`; digits beyond range clamp;
 /// anything that is not an integer is a validation error.
-pub fn clamped(
-    q: &HashMap<String, String>,
-    name: &str,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, ApiError> {
+pub fn clamped(q: &Query, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
     let Some(raw) = q.get(name).map(|s| s.trim()) else {
         return Ok(default);
     };
@@ -234,7 +234,7 @@ pub fn uuid(raw: &str, field: &str) -> Result<uuid::Uuid, ApiError> {
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn q(pairs: &[(&str, &str)]) -> Query {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -108,12 +108,7 @@ pub async fn observe_request(
         );
     }
     if let Some(m) = metrics {
-        m.requests
-            .with_label_values(&[&route, method, status.as_str()])
-            .inc();
-        m.latency
-            .with_label_values(&[&route, method])
-            .observe(elapsed.as_secs_f64());
+        m.observe_request(&route, method, status, elapsed.as_secs_f64());
     }
     Ok(res)
 }

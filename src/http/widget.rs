@@ -445,7 +445,7 @@ fn visitor_key(id: &DistinctId, verified: Option<VerifiedId>) -> VisitorKey {
 /// and the key it presents.
 pub(super) fn visitor_param(
     team: &Team,
-    q: &std::collections::HashMap<String, String>,
+    q: &extract::Query,
 ) -> Result<(DistinctId, VisitorKey), ApiError> {
     let raw = q
         .get("distinct_id")
