@@ -121,7 +121,13 @@ fn form_decode(raw: &[u8]) -> String {
 
 /// A clamped integer query parameter: absent → `default`; digits beyond range clamp;
 /// anything that is not an integer is a validation error.
-pub fn clamped(q: &Query, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+pub fn clamped<S: std::hash::BuildHasher>(
+    q: &HashMap<String, String, S>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
     let Some(raw) = q.get(name).map(|s| s.trim()) else {
         return Ok(default);
     };
