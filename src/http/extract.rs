@@ -97,25 +97,31 @@ fn form_decode(raw: &[u8]) -> String {
         }
     }
     let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        i += 1;
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                raw.get(i).copied().and_then(hex),
-                raw.get(i + 1).copied().and_then(hex),
-            ) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            _ => out.push(b),
+    let mut rest = raw;
+    // runs without `%` or `+` are copied whole
+    while let Some(at) = rest.iter().position(|&b| b == b'%' || b == b'+') {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        match (
+            rest[0],
+            rest.get(1).copied().and_then(hex),
+            rest.get(2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                rest = &rest[3..];
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                rest = &rest[1..];
+            }
+            _ => {
+                out.push(b'%');
+                rest = &rest[1..];
+            }
         }
     }
+    out.extend_from_slice(rest);
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
