@@ -440,12 +440,14 @@ instr_phase() { # NAME MODE DATA COUNT: sets I_IR (per request), I_IDLE (per req
         die "reqload $mode against $name failed"
     }
     total="$(callgrind_dump "$name")"
+    [[ "$total" =~ ^[0-9]+$ ]] || die "no instruction count from callgrind for $name $mode"
     I_FILE="$(ls -t "$RUN/cg-$name.out".* | head -n 1)"
     mv "$I_FILE" "$RUN/cg-$name-$mode.busy" && I_FILE="$RUN/cg-$name-$mode.busy"
     secs="$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' "$out")"
     callgrind_control -z "$CG_PID" >/dev/null 2>&1
     sleep "$secs"
     idle="$(callgrind_dump "$name")"
+    [[ "$idle" =~ ^[0-9]+$ ]] || die "no idle instruction count from callgrind for $name $mode"
     f="$(ls -t "$RUN/cg-$name.out".* 2>/dev/null | head -n 1)"
     [[ -n "$f" ]] && mv "$f" "$RUN/cg-$name-$mode.idle"
     rm -f "$RUN/cg-$name.out".*
