@@ -40,6 +40,12 @@
 #
 # Usage:
 #   scripts/bench.sh            full run (~12 minutes after the build), rewrites BENCHMARKS.md
+#   scripts/bench.sh --instructions
+#                               work per request without machine noise: a fixed count of tail
+#                               polls and POSTs (after a warm-up) under valgrind's callgrind,
+#                               against colloquy and the hello-world floor; instructions per
+#                               request and their ratio, written into BENCHMARKS.md's
+#                               "Work per request" section (small data set; ~5 minutes)
 #   scripts/bench.sh --smoke    CI smoke run (BENCH_SMOKE=1): tiny data, 2 s per point at c=1
 #                               and 8; writes the report to a temp file and prints it; exits
 #                               non-zero on any non-2xx answer, socket error, or wrk/pgbench
@@ -66,6 +72,9 @@
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to colloquy (defaults 8, cores, info)
 #   BENCH_NO_BUILD=1        skip `cargo build` and use the binaries already built
 #   CARGO_TARGET_DIR        default ~/.cache/colloquy/target
+#   BENCH_INSTR_POLLS, BENCH_INSTR_POSTS, BENCH_INSTR_WARMUP, BENCH_INSTR_CONNS
+#                           --instructions: measured tail polls (2000), POSTs (1000), warm-up
+#                           requests before each (500), keep-alive connections (4)
 #
 # Needs: cargo, psql, pgbench, wrk (installed with apt-get when missing and running as root),
 # curl, jq. sse-memory raises the open-file limit (ulimit -n) up to the hard limit for
@@ -78,9 +87,11 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/colloquy/target}"
 
 SMOKE="${BENCH_SMOKE:-0}"
+INSTR=0
 for arg in "$@"; do
     case "$arg" in
         --smoke) SMOKE=1 ;;
+        --instructions) INSTR=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
             exit 0
@@ -93,6 +104,11 @@ for arg in "$@"; do
 done
 [[ "$SMOKE" == 1 ]] || SMOKE=0
 
+if ((INSTR)); then
+    # --instructions counts work per request, not throughput: a small data set will do
+    SMOKE=0 BENCH_VISITORS="${BENCH_VISITORS:-256}" BENCH_BULK_TEAMS="${BENCH_BULK_TEAMS:-1}"
+    BENCH_LOADS="${BENCH_LOADS:- }"
+fi
 if ((SMOKE)); then
     D="${BENCH_DURATION:-2}"
     CONC="${BENCH_CONCURRENCY:-1 8}"
@@ -127,7 +143,7 @@ for l in $LOADS; do
         exit 2
     }
 done
-[[ -n "${LOADS// /}" ]] || {
+((INSTR)) || [[ -n "${LOADS// /}" ]] || {
     echo "bench: BENCH_LOADS names no load (loads: $ALL_LOADS)" >&2
     exit 2
 }
@@ -143,6 +159,7 @@ fi
 BULK_TPT=20
 MSGS=20
 DB_NAME=colloquy_bench
+((INSTR)) && DB_NAME=colloquy_bench_instr # may run beside a throughput run
 ADMIN_TOKEN="bench-admin-token-$(date +%s)-0123456789"
 POOL="${DATABASE_POOL_SIZE:-8}"
 NPROC="$(nproc)"
@@ -395,6 +412,144 @@ if want v1-mix; then
         WHERE t.id >= '00000000-0000-4000-a000-000000000000' AND t.id < '00000000-0000-4000-b000-000000000000'
           AND t.widget_session_id IS NOT NULL ORDER BY t.id) TO '$RUN/v1.tsv'"
     [[ -s "$RUN/v1.tsv" ]] || die "no posthog-js tickets were seeded"
+fi
+
+# ---------------------------------------------------------------------------------- instructions
+# --instructions: user-space instructions per request under valgrind's callgrind, which do not
+# depend on the machine's speed or on what else runs on it. colloquy (and then the hello-world
+# floor) runs under callgrind; examples/reqload.rs sends a warm-up, then `callgrind_control -z`
+# zeroes the counters, then a fixed count of requests from a few keep-alive connections; then
+# `callgrind_control -d` dumps the counts. The same wall time with no requests is measured
+# right after (timers: heartbeats, re-authorisation of streams, metrics), and reported apart.
+INSTR_POLLS="${BENCH_INSTR_POLLS:-2000}" INSTR_POSTS="${BENCH_INSTR_POSTS:-1000}"
+INSTR_WARMUP="${BENCH_INSTR_WARMUP:-500}" INSTR_CONNS="${BENCH_INSTR_CONNS:-4}"
+callgrind_start() { # NAME VAR=VALUE… CMD…: sets CG_PID and CG_PORT
+    local name="$1" i vars=()
+    shift
+    while [[ "$1" == *=* ]]; do
+        vars+=("$1")
+        shift
+    done
+    : >"$RUN/$name.log"
+    env "${vars[@]}" valgrind --tool=callgrind --callgrind-out-file="$RUN/cg-$name.out" "$@" >>"$RUN/$name.log" 2>&1 &
+    CG_PID=$!
+    for ((i = 0; i < 1200; i++)); do
+        CG_PORT="$(sed -n 's/\x1b\[[0-9;]*m//g; s/.*listening on http:\/\/[^ ]*:\([0-9][0-9]*\).*/\1/p' "$RUN/$name.log" | head -n 1)"
+        [[ -n "$CG_PORT" ]] && return 0
+        kill -0 "$CG_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 20 "$RUN/$name.log" >&2
+    die "$name did not start under callgrind"
+}
+callgrind_dump() { # NAME -> prints the instructions counted since the last zeroing
+    local f
+    callgrind_control -d "$CG_PID" >/dev/null 2>&1 || die "callgrind_control -d $CG_PID failed"
+    f="$(ls -t "$RUN/cg-$1.out".* 2>/dev/null | head -n 1)"
+    [[ -n "$f" ]] || die "no callgrind dump for $1"
+    awk '/^(totals|summary):/ {print $2; exit}' "$f"
+}
+instr_phase() { # NAME MODE DATA COUNT: sets I_IR (per request), I_IDLE (per request), I_FILE
+    local name="$1" mode="$2" data="$3" count="$4" out secs total idle
+    out="$RUN/reqload-$name-$mode.txt"
+    "$REQLOAD" "127.0.0.1:$CG_PORT" "$mode" "$data" "$INSTR_WARMUP" "$count" "$INSTR_CONNS" \
+        "callgrind_control -z $CG_PID >/dev/null 2>&1" >"$out" 2>&1 || {
+        cat "$out" >&2
+        die "reqload $mode against $name failed"
+    }
+    total="$(callgrind_dump "$name")"
+    [[ "$total" =~ ^[0-9]+$ ]] || die "no instruction count from callgrind for $name $mode"
+    I_FILE="$(ls -t "$RUN/cg-$name.out".* | head -n 1)"
+    mv "$I_FILE" "$RUN/cg-$name-$mode.busy" && I_FILE="$RUN/cg-$name-$mode.busy"
+    secs="$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' "$out")"
+    callgrind_control -z "$CG_PID" >/dev/null 2>&1
+    sleep "$secs"
+    idle="$(callgrind_dump "$name")"
+    [[ "$idle" =~ ^[0-9]+$ ]] || die "no idle instruction count from callgrind for $name $mode"
+    f="$(ls -t "$RUN/cg-$name.out".* 2>/dev/null | head -n 1)"
+    [[ -n "$f" ]] && mv "$f" "$RUN/cg-$name-$mode.idle"
+    rm -f "$RUN/cg-$name.out".*
+    I_IR="$(awk -v t="$total" -v n="$count" 'BEGIN {printf "%.0f", t / n}')"
+    I_IDLE="$(awk -v t="$idle" -v n="$count" 'BEGIN {printf "%.0f", t / n}')"
+    log "instructions: $name $mode: $I_IR per request ($count in ${secs}s; idle for as long: $I_IDLE per request)"
+}
+run_instructions() {
+    command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
+        die "--instructions needs valgrind (Debian: apt-get install valgrind)"
+    REQLOAD="$CARGO_TARGET_DIR/release/examples/reqload"
+    if [[ "${BENCH_NO_BUILD:-0}" != 1 ]]; then
+        cargo build --release --quiet --example reqload
+    fi
+    [[ -x "$REQLOAD" ]] || die "no $REQLOAD (cargo build --release --example reqload)"
+    local c_poll c_poll_idle c_post c_post_idle h_poll h_poll_idle
+    stop_pid "$COLLOQUY_PID" 30
+    COLLOQUY_PID=""
+    log "instructions: colloquy under callgrind"
+    callgrind_start colloquy DATABASE_URL="$DB_URL" BIND=127.0.0.1:0 ADMIN_TOKEN="$ADMIN_TOKEN" \
+        DATABASE_POOL_SIZE="$POOL" WORKERS="$WORKERS_N" RUST_LOG="${RUST_LOG:-info}" LOG_FORMAT=text "$BIN" serve
+    COLLOQUY_PID="$CG_PID"
+    instr_phase colloquy poll "$RUN/tail.tsv" "$INSTR_POLLS"
+    c_poll="$I_IR" c_poll_idle="$I_IDLE"
+    instr_phase colloquy post "$RUN/post.tsv" "$INSTR_POSTS"
+    c_post="$I_IR" c_post_idle="$I_IDLE"
+    stop_pid "$COLLOQUY_PID" 60
+    COLLOQUY_PID=""
+    log "instructions: the hello-world floor under callgrind"
+    callgrind_start hello BIND=127.0.0.1:0 WORKERS="$WORKERS_N" "$HELLO"
+    HELLO_PID="$CG_PID"
+    instr_phase hello poll "$RUN/tail.tsv" "$INSTR_POLLS"
+    h_poll="$I_IR" h_poll_idle="$I_IDLE"
+    # no POST to the floor: it answers without reading the body, and actix then closes the
+    # connection (a keep-alive load cannot run)
+    stop_pid "$HELLO_PID" 30
+    HELLO_PID=""
+    local ratio section
+    ratio="$(awk -v a="$c_poll" -v b="$h_poll" 'BEGIN {printf "%.2f", a / b}')"
+    section="$RUN/instructions.md"
+    {
+        echo "<!-- instructions:begin (scripts/bench.sh --instructions rewrites this section) -->"
+        echo "## Work per request (instructions, \`scripts/bench.sh --instructions\`)"
+        echo
+        echo "Measured on $(date -u '+%Y-%m-%d %H:%M UTC'), colloquy \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$( [[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]] || echo ' (working tree with uncommitted changes)'):"
+        echo "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1), $NPROC cores, kernel $(uname -r), clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown), $(valgrind --version)."
+        echo "User-space instructions of the whole server process (all threads) under \`valgrind --tool=callgrind\`,"
+        echo "counted after a warm-up of $INSTR_WARMUP requests (counters zeroed with \`callgrind_control -z\`), for $INSTR_POLLS tail polls"
+        echo "(\`bench/lua/messages.lua\`'s requests, nothing new) and $INSTR_POSTS POSTs (\`bench/lua/post.lua\`'s follow-ups, spread set) sent by"
+        echo "\`examples/reqload.rs\` over $INSTR_CONNS keep-alive connections, one request in flight on each; the hello-world floor"
+        echo "(\`examples/hello.rs\`) is sent the same requests. \"idle\" is what the process ran in the same wall time with"
+        echo "no requests, per request (timers), included in the first figure. Data: $N_TICKETS tickets; \`WORKERS=$WORKERS_N\`, \`RUST_LOG=${RUST_LOG:-info}\`."
+        echo
+        echo "| request | colloquy instr/request | (idle) | net of idle | hello-world instr/request | (idle) | ratio | target |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---|"
+        echo "| tail poll | $c_poll | $c_poll_idle | $((c_poll - c_poll_idle)) | $h_poll | $h_poll_idle | $ratio× | ≤ 1.5× hello-world: $(awk -v a="$ratio" 'BEGIN {print (a <= 1.5 ? "**met**" : "**not met**")}') |"
+        echo "| POST (follow-up) | $c_post | $c_post_idle | $((c_post - c_post_idle)) | - | - | - | ≤ 120k: $(awk -v a="$c_post" 'BEGIN {print (a <= 120000 ? "**met**" : "**not met**")}') |"
+        echo
+        echo "\"idle\" varies with the wall time the requests took (the process's timers ran meanwhile: ticket actors, sweeps,"
+        echo "heartbeats), so on a loaded machine the first figure grows; \"net of idle\" is the steadier one. The floor's"
+        echo "\`memset\` (actix-http zeroes a 3 KiB header index on every decode call, \`rep stosb\`, which callgrind counts per"
+        echo "byte) is about 6.2k of its instructions per request, in both servers."
+        echo
+        echo "<!-- instructions:end -->"
+    } >"$section"
+    cat "$section"
+    local out="${BENCH_OUT:-$ROOT/BENCHMARKS.md}"
+    if [[ -f "$out" ]] && grep -q '^<!-- instructions:begin' "$out"; then
+        awk -v f="$section" '/^<!-- instructions:begin/ {while ((getline l < f) > 0) print l; skip = 1; next}
+            /^<!-- instructions:end/ {skip = 0; next} !skip' "$out" >"$out.tmp"
+    elif [[ -f "$out" ]] && grep -q '^## Targets' "$out"; then
+        awk -v f="$section" '/^## Targets/ && !done {while ((getline l < f) > 0) print l; print ""; done = 1} 1' "$out" >"$out.tmp"
+    else
+        { [[ -f "$out" ]] && cat "$out" && echo; cat "$section"; } >"$out.tmp"
+    fi
+    mv "$out.tmp" "$out"
+    log "wrote the instructions section into $out"
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
+        log "callgrind profiles: $RUN/cg-*.busy (callgrind_annotate --inclusive=yes FILE)"
+    fi
+}
+if ((INSTR)); then
+    run_instructions
+    exit 0
 fi
 
 HELLO_PORT=""
@@ -889,7 +1044,7 @@ CREF=64
     echo "|---|---|"
     echo "| CPU | $NPROC cores ($CPU), shared by colloquy, PostgreSQL **and the load generators** (wrk, pgbench, the SSE client) |"
     echo "| RAM | $RAM |"
-    echo "| kernel | $(uname -sr) |"
+    echo "| kernel | $(uname -sr), clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown) |"
     echo "| load average | $LOAD_START at the start of the loads, $(cut -d' ' -f1-3 /proc/loadavg) at the end (anything above ~0.1 at the start means other work shared the cores) |"
     echo "| PostgreSQL | $PGV; shared_buffers $(pgset shared_buffers), synchronous_commit $(pgset synchronous_commit), fsync $(pgset fsync), max_connections $(pgset max_connections), wal_level $(pgset wal_level) |"
     echo "| colloquy | release build$BUILD_NOTE, \`DATABASE_POOL_SIZE=$POOL\`, \`WORKERS=$WORKERS_N\`, \`RUST_LOG=${RUST_LOG:-info}\` (log to a file), bench teams' rate limits at 100,000,000, $SUSPICION_NOTE |"
@@ -982,6 +1137,11 @@ CREF=64
         echo
     fi
 
+    # the section `--instructions` wrote into the previous report is kept (it is measured apart)
+    if [[ -f "$OUT" ]] && grep -q '^<!-- instructions:begin' "$OUT"; then
+        sed -n '/^<!-- instructions:begin/,/^<!-- instructions:end/p' "$OUT"
+        echo
+    fi
     echo "## Targets"
     echo
     echo "| target | measured | verdict |"

@@ -15,6 +15,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Blocks by team (team ids are the server's, so the fast hasher; the sets keep SipHash).
+type TeamMap = HashMap<Uuid, TeamBlocks, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct TeamBlocks {
     ips: HashSet<IpAddr>,
@@ -24,7 +27,7 @@ struct TeamBlocks {
 /// The shared snapshot of active blocks.
 #[derive(Clone, Default)]
 pub struct BlockList {
-    snapshot: Arc<RwLock<Arc<HashMap<Uuid, TeamBlocks>>>>,
+    snapshot: Arc<RwLock<Arc<TeamMap>>>,
 }
 
 impl BlockList {
@@ -49,7 +52,7 @@ impl BlockList {
     }
 
     fn replace(&self, rows: Vec<ActiveBlock>) {
-        let mut map: HashMap<Uuid, TeamBlocks> = HashMap::new();
+        let mut map = TeamMap::default();
         for b in rows {
             let t = map.entry(b.team_id).or_default();
             if let Some(ip) = b.ip {

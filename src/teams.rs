@@ -379,21 +379,21 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Unknown tokens remembered at most; beyond it they are simply looked up again.
 const MAX_NEGATIVE: usize = 10_000;
 
-/// Which credential a lookup is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Credential {
-    Public,
-    Secret,
-}
-
 /// A lookup's answer (`None`: no such team) and when it was made.
 type CachedTeam = (Option<Arc<Team>>, Instant);
 
 /// Token → team, cached for a few seconds (including "no such team", boundedly), so the
 /// widget's polling does not query the teams table on every request.
+///
+/// Widget tokens are public (they ship in web pages): they are cached by their text, so a
+/// hit costs a hash of the token and no SHA-256 (the digest is only computed on a miss, to
+/// query the database). Operator keys are secrets: they stay keyed by their digest, so that
+/// the map's key comparisons never run over the secret itself. Both maps keep the standard
+/// keyed hasher: their keys are chosen by strangers (unknown tokens are remembered too).
 #[derive(Clone)]
 pub struct TeamCache {
-    entries: Arc<DashMap<(Credential, [u8; 32]), CachedTeam>>,
+    public: Arc<DashMap<Box<str>, CachedTeam>>,
+    secret: Arc<DashMap<[u8; 32], CachedTeam>>,
     /// False while another node may change teams unannounced (see `crate::cluster`):
     /// every lookup then reads the database.
     trusted: Arc<std::sync::atomic::AtomicBool>,
@@ -402,7 +402,8 @@ pub struct TeamCache {
 impl Default for TeamCache {
     fn default() -> Self {
         Self {
-            entries: Arc::default(),
+            public: Arc::default(),
+            secret: Arc::default(),
             trusted: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
@@ -415,7 +416,15 @@ impl TeamCache {
         store: &PgStore,
         token: &str,
     ) -> Result<Option<Arc<Team>>, StoreError> {
-        self.lookup(store, Credential::Public, token).await
+        if let Some(hit) = self.cached(&self.public, token) {
+            return Ok(hit);
+        }
+        let found = store
+            .team_by_public_digest(&token_digest(token))
+            .await?
+            .map(Arc::new);
+        self.remember(&self.public, token.into(), &found);
+        Ok(found)
     }
 
     /// The team whose operator key this is.
@@ -424,7 +433,13 @@ impl TeamCache {
         store: &PgStore,
         key: &str,
     ) -> Result<Option<Arc<Team>>, StoreError> {
-        self.lookup(store, Credential::Secret, key).await
+        let digest = token_digest(key);
+        if let Some(hit) = self.cached(&self.secret, &digest) {
+            return Ok(hit);
+        }
+        let found = store.team_by_secret_digest(&digest).await?.map(Arc::new);
+        self.remember(&self.secret, digest, &found);
+        Ok(found)
     }
 
     /// Says whether cached teams may answer (the cluster decides); untrusted, every lookup
@@ -436,40 +451,41 @@ impl TeamCache {
 
     /// Forgets every cached team (after the change feed was down).
     pub fn clear(&self) {
-        self.entries.clear();
+        self.public.clear();
+        self.secret.clear();
     }
 
     /// Forgets every cached credential of a team, after its settings or tokens changed.
     pub fn invalidate(&self, team_id: Uuid) {
-        self.entries
-            .retain(|_, (team, _)| team.as_ref().is_none_or(|t| t.id != team_id));
+        let other = |(team, _): &mut CachedTeam| team.as_ref().is_none_or(|t| t.id != team_id);
+        self.public.retain(|_, e| other(e));
+        self.secret.retain(|_, e| other(e));
     }
 
-    async fn lookup(
+    /// A fresh cached answer, if trusted.
+    fn cached<K, Q>(&self, map: &DashMap<K, CachedTeam>, key: &Q) -> Option<Option<Arc<Team>>>
+    where
+        K: std::borrow::Borrow<Q> + Eq + std::hash::Hash,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
+        if !self.trusted.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        map.get(key)
+            .filter(|e| e.value().1.elapsed() < CACHE_TTL)
+            .map(|e| e.value().0.clone())
+    }
+
+    /// Caches a database answer ("no such team" only while fewer than `MAX_NEGATIVE` are).
+    fn remember<K: Eq + std::hash::Hash>(
         &self,
-        store: &PgStore,
-        kind: Credential,
-        token: &str,
-    ) -> Result<Option<Arc<Team>>, StoreError> {
-        let key = (kind, token_digest(token));
-        let trusted = self.trusted.load(std::sync::atomic::Ordering::Acquire);
-        let cached = self
-            .entries
-            .get(&key)
-            .filter(|e| trusted && e.value().1.elapsed() < CACHE_TTL)
-            .map(|e| e.value().0.clone());
-        if let Some(hit) = cached {
-            return Ok(hit);
+        map: &DashMap<K, CachedTeam>,
+        key: K,
+        found: &Option<Arc<Team>>,
+    ) {
+        if found.is_some() || map.len() < MAX_NEGATIVE {
+            map.insert(key, (found.clone(), Instant::now()));
         }
-        let found = match kind {
-            Credential::Public => store.team_by_public_digest(&key.1).await?,
-            Credential::Secret => store.team_by_secret_digest(&key.1).await?,
-        }
-        .map(Arc::new);
-        if found.is_some() || self.entries.len() < MAX_NEGATIVE {
-            self.entries.insert(key, (found.clone(), Instant::now()));
-        }
-        Ok(found)
     }
 }
 

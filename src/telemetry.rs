@@ -16,8 +16,22 @@ pub fn init(format: LogFormat) {
         .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text_fields()).try_init(),
     };
+}
+
+/// Text fields as `name=value`, separated by spaces: what the default formatter writes
+/// without styling, but cheaper. Every request's span formats its fields when it is created
+/// (`request_id`, `method`, then `team_id`), logged or not; the default formatter's styling
+/// of each name (nu_ansi_term, even with colours off) made that half of the span's cost
+/// (bench/NOTES.md, "Work per request").
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "message" => write!(w, "{value:?}"),
+        name => write!(w, "{name}={value:?}"),
+    })
+    .delimited(" ")
 }
 
 use prometheus::{
@@ -43,7 +57,22 @@ pub struct Metrics {
     verdicts: IntGaugeVec,
     group_commit: IntGaugeVec,
     cluster: IntGaugeVec,
+    /// The request series' handles by route, method and status, so that a request costs a
+    /// lookup of its route and not a hash of its label values in each metric vector
+    /// (bounded: routes are the registered patterns, methods and statuses are few).
+    handles: std::sync::Mutex<RequestHandles>,
 }
+
+type RequestHandles = std::collections::HashMap<
+    String,
+    Vec<(
+        &'static str,
+        u16,
+        prometheus::IntCounter,
+        prometheus::Histogram,
+    )>,
+    foldhash::fast::RandomState,
+>;
 
 /// Every rate-limit tier, so each has a `colloquy_rate_limited_total` series (at 0) from the
 /// start: dashboards and alert rules see a tier before its first refusal.
@@ -158,7 +187,46 @@ impl Metrics {
             verdicts,
             group_commit,
             cluster,
+            handles: Default::default(),
         })
+    }
+
+    /// Counts a request and its latency under its route pattern, method and status.
+    pub fn observe_request(
+        &self,
+        route: &str,
+        method: &'static str,
+        status: actix_web::http::StatusCode,
+        seconds: f64,
+    ) {
+        let code = status.as_u16();
+        let mut handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let of_route = match handles.get_mut(route) {
+            Some(hs) => hs,
+            None => handles.entry(route.to_owned()).or_default(),
+        };
+        let at = match of_route
+            .iter()
+            .position(|(m, c, ..)| *m == method && *c == code)
+        {
+            Some(at) => at,
+            None => {
+                of_route.push((
+                    method,
+                    code,
+                    self.requests
+                        .with_label_values(&[route, method, status.as_str()]),
+                    self.latency.with_label_values(&[route, method]),
+                ));
+                of_route.len() - 1
+            }
+        };
+        let (.., count, latency) = &of_route[at];
+        count.inc();
+        latency.observe(seconds);
     }
 
     /// Sets the group committer's gauges.

@@ -153,7 +153,13 @@ impl TeamState {
             }
         }
         for (key, _, tat) in &changes {
-            self.tats.insert(key.clone(), *tat);
+            // an existing key (the usual case) is updated in place: no copy of the key
+            match self.tats.get_mut(key) {
+                Some(t) => *t = *tat,
+                None => {
+                    self.tats.insert(key.clone(), *tat);
+                }
+            }
         }
         let evicted = if self.tats.len() > self.max_keys {
             self.evict(now)
@@ -269,7 +275,7 @@ impl TeamLimiter {
 /// visitors never use another's budget) and no database is touched to decide.
 #[derive(Clone)]
 pub struct RateLimiters {
-    teams: Arc<DashMap<Uuid, Arc<TeamLimiter>>>,
+    teams: Arc<DashMap<Uuid, Arc<TeamLimiter>, foldhash::fast::RandomState>>,
     stats: Arc<ActorStats>,
     epoch: Instant,
     max_keys: usize,

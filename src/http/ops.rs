@@ -76,31 +76,32 @@ pub async fn observe_request(
     // Handlers record `team_id` into this span (`Span::current()`): one span per request.
     let span = tracing::info_span!(
         "request",
-        request_id,
+        request_id = %request_id,
         method = %method,
         team_id = tracing::field::Empty
     );
-    let mut res = next
-        .call(req)
-        .instrument(span.clone())
-        .await?
-        .map_into_left_body();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let elapsed = started.elapsed();
-    let status = res.status();
-    // One line per request costs a fifth of a poll's CPU (measured, BENCHMARKS.md): access
-    // lines are debug (`RUST_LOG=debug` shows them), server errors always show.
-    span.in_scope(|| {
+    // The answer's line is logged inside the instrumented future, so the span is current
+    // there without a second handle on it (each handle costs a clone and a close).
+    let (mut res, route, elapsed, status) = async move {
+        let res = next.call(req).await?.map_into_left_body();
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let elapsed = started.elapsed();
+        let status = res.status();
+        // One line per request costs a fifth of a poll's CPU (measured, BENCHMARKS.md):
+        // access lines are debug (`RUST_LOG=debug` shows them), server errors always show.
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         if status == actix_web::http::StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(route = %route, status = status.as_u16(), latency_ms, "request failed");
         } else {
             tracing::debug!(route = %route, status = status.as_u16(), latency_ms, "request finished");
         }
-    });
+        Ok::<_, actix_web::Error>((res, route, elapsed, status))
+    }
+    .instrument(span)
+    .await?;
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(request_id) {
         res.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("x-request-id"),
@@ -108,12 +109,7 @@ pub async fn observe_request(
         );
     }
     if let Some(m) = metrics {
-        m.requests
-            .with_label_values(&[&route, method, status.as_str()])
-            .inc();
-        m.latency
-            .with_label_values(&[&route, method])
-            .observe(elapsed.as_secs_f64());
+        m.observe_request(&route, method, status, elapsed.as_secs_f64());
     }
     Ok(res)
 }

@@ -23,7 +23,6 @@ use colloquy_actors::rate_limiter::{Charged, RateCheck, Tier};
 use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, StoredMessage};
 use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -335,7 +334,7 @@ fn visitor_label(who: &Access) -> String {
     }
 }
 
-fn query_access(team: &Team, q: &HashMap<String, String>) -> Result<Access, ApiError> {
+fn query_access(team: &Team, q: &extract::Query) -> Result<Access, ApiError> {
     let get = |k: &str| q.get(k).map(String::as_str);
     access(
         team,

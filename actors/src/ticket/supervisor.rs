@@ -63,7 +63,7 @@ impl Default for TicketConfig {
 /// What every ticket actor and the handle share.
 pub(super) struct Shared {
     pub(super) store: Arc<dyn Store>,
-    pub(super) registry: DashMap<Uuid, Live>,
+    pub(super) registry: DashMap<Uuid, Live, foldhash::fast::RandomState>,
     pub(super) stats: ActorStats,
     /// The supervisor's own counters: spawns, sweeps and drains it did, what it swept.
     pub(super) supervisor_stats: ActorStats,
@@ -109,7 +109,7 @@ impl Tickets {
     pub fn start(store: Arc<dyn Store>, config: TicketConfig) -> Self {
         let shared = Arc::new(Shared {
             store,
-            registry: DashMap::new(),
+            registry: DashMap::default(),
             stats: ActorStats::default(),
             supervisor_stats: ActorStats::default(),
             config,
