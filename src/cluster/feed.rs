@@ -12,6 +12,8 @@ use tokio_postgres::AsyncMessage;
 
 /// The channel every node listens on.
 pub const CHANNEL: &str = "colloquy_changes";
+/// Notices waiting to be applied; more means the node cannot keep up (see `listen`).
+const NOTICE_QUEUE: usize = 16_384;
 /// A ping not heard back within this long means the feed is dead even if its socket is not.
 const PING_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -40,15 +42,21 @@ async fn listen(cluster: &Cluster) -> anyhow::Result<()> {
     config.application_name("colloquy-feed");
     config.connect_timeout(Duration::from_millis(1500));
     let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    // The connection is driven here; its notices go to `rx`. Unbounded is bounded in
-    // practice: the loop below only hands each notice on without waiting.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
+    // The connection is driven here; its notices go to `rx`. A notice that does not fit is
+    // not dropped silently: the connection is given up, so the node reads PostgreSQL until it
+    // has reconnected and reloaded what it holds (counted in `times_distrusted`).
     let driver = actix_web::rt::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(m) = messages.next().await {
             match m {
                 Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().to_owned()).is_err() {
+                    if let Err(e) = tx.try_send(n.payload().to_owned()) {
+                        if matches!(e, tokio::sync::mpsc::error::TrySendError::Full(_)) {
+                            tracing::warn!(
+                                "change feed: {NOTICE_QUEUE} notices waiting; reconnecting"
+                            );
+                        }
                         break;
                     }
                 }
