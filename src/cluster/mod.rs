@@ -3,9 +3,9 @@
 //! A node keeps things in memory to answer fast: each live ticket's recent messages and facts
 //! (`colloquy_actors::ticket`), teams by token ([`crate::teams::TeamCache`]). That is only
 //! right while nothing else writes. So every node registers in PostgreSQL (`nodes`) and beats
-//! every second, and memory is trusted only while either no other node is alive, or this
-//! node's change feed ([`feed`]) is healthy and every other live node announces its changes
-//! too. Untrusted, reads and access checks go to PostgreSQL: a misconfigured pair is slower,
+//! every second. Without a change feed, memory is trusted only while no other node is alive;
+//! with one ([`feed`]), only while the feed is healthy and every other live node announces
+//! its changes too. Untrusted, reads and access checks go to PostgreSQL: a misconfigured pair is slower,
 //! never wrong. The feed is PostgreSQL `LISTEN/NOTIFY`, raised by triggers inside the
 //! committing transaction (`sql/V3__cluster.sql`): a notice exists exactly when the commit
 //! does, one per statement of a group commit, not one per message.
@@ -205,12 +205,17 @@ impl Cluster {
         self.apply_trust();
     }
 
-    /// Trust memory only if nobody else writes, or if every writer's changes reach us.
+    /// Trust memory only if every writer's changes reach us: with a feed configured, while
+    /// it is healthy and every other live node announces its changes (a node that is alone
+    /// now may not be at its next beat); without one, while no other node is alive.
     fn apply_trust(&self) {
         let others = self.census.others_alive.load(Ordering::Acquire);
         let without = self.census.others_without_feed.load(Ordering::Acquire);
         let feed = self.census.feed_healthy.load(Ordering::Acquire);
-        let trusted = others == 0 || (feed && without == 0);
+        let trusted = match self.settings.feed {
+            ChangeFeed::Off => others == 0,
+            ChangeFeed::Postgres => feed && without == 0,
+        };
         let was = self.census.trusted.swap(trusted, Ordering::AcqRel);
         if was && !trusted {
             self.census.distrusted.fetch_add(1, Ordering::Relaxed);

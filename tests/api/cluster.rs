@@ -475,3 +475,31 @@ fn compose_yaml_describes_the_cluster() {
         assert!(cfg.contains(line), "haproxy.cfg lacks {line:?}");
     }
 }
+
+/// A node configured with a feed answers from memory only while the feed is healthy, also
+/// when it is alone: a node that appears while the feed is down would not be heard.
+#[actix_web::test]
+async fn a_node_alone_with_its_feed_down_reads_postgresql_until_the_feed_is_back() {
+    let a = spawn_app_with(feed(true)).await;
+    until_status(&a, "feed up", |s| {
+        s["memory_trusted"] == true && s["feed_healthy"] == true && s["other_nodes_alive"] == 0
+    })
+    .await;
+    let db = a.db().await;
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'colloquy-feed'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let s = until_status(&a, "A distrusts its memory while the feed is down", |s| {
+        s["times_distrusted"].as_i64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(s["other_nodes_alive"], 0, "{s}");
+    until_status(&a, "A trusts its memory again", |s| {
+        s["memory_trusted"] == true && s["feed_healthy"] == true
+    })
+    .await;
+}
