@@ -13,11 +13,12 @@
 use super::errors::ApiError;
 use super::extract::{self, operator_team};
 use super::openapi as api;
+use super::stream::{resume_point, OpenStream};
 use super::AppState;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::{format_utc, parse_timestamp};
+use colloquy_actors::domain::format_utc;
 use colloquy_actors::store::StoredMessage;
 use colloquy_actors::ticket::{Subscription, TicketEvent};
 use serde_json::json;
@@ -42,6 +43,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
         (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
         (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
         (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
+        (status = 429, description = "rate_limited: too many open streams from this IP (IPv6: its /64), for this team or in total (the caps visitors' streams share); Retry-After header", body = api::ErrorBody),
         (status = 503, description = "unavailable (database unreachable) or overloaded (load shed, or too many streams on the ticket); Retry-After header", body = api::ErrorBody)
     ),
     security(("operator_key" = []))
@@ -55,18 +57,9 @@ pub async fn operator_stream(
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let q = extract::query(&req)?;
-    let resume = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| parse_timestamp(v.trim(), "Last-Event-ID"))
-        .or_else(|| {
-            q.get("after")
-                .filter(|a| !a.is_empty())
-                .map(|a| parse_timestamp(a, "after"))
-        })
-        .transpose()?;
+    let after = q.get("after").map(String::as_str).filter(|a| !a.is_empty());
+    let resume = resume_point(&req, after)?;
+    let open = OpenStream::acquire(&state, team.id, extract::peer_ip(&req, &state))?;
     let sub = state
         .tickets
         .subscribe(team.id, ticket_id, None, resume, true)
@@ -75,27 +68,7 @@ pub async fn operator_stream(
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(events(
-            sub,
-            resume,
-            OpenStream::new(&state.metrics.streams_open),
-        )))
-}
-
-/// Counts the stream in `colloquy_sse_streams_open` for as long as it lives.
-struct OpenStream(prometheus::IntGauge);
-
-impl OpenStream {
-    fn new(gauge: &prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+        .streaming(events(sub, resume, open)))
 }
 
 /// One stream's state: what is left to replay, the newest message sent, the heartbeat.

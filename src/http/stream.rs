@@ -111,24 +111,10 @@ pub async fn stream(
         }
     };
     let ticket_id = extract::uuid(&path, "ticket_id")?;
-    let resume = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| parse_timestamp(v.trim(), "Last-Event-ID"))
-        .or_else(|| q.get("after").map(|a| parse_timestamp(a, "after")))
-        .transpose()?;
+    let resume = resume_point(&req, q.get("after").map(String::as_str))?;
     let ip = extract::peer_ip(&req, &state);
     let charged = admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
-    let slot = state.streams.acquire(team.id, ip).map_err(|cap| {
-        state
-            .metrics
-            .rate_limited
-            .with_label_values(&[cap.as_str()])
-            .inc();
-        ApiError::RateLimited(CAP_RETRY_AFTER)
-    })?;
+    let open = OpenStream::acquire(&state, team.id, ip)?;
     let sub = state
         .tickets
         .subscribe(team.id, ticket_id, Some(key), resume, false)
@@ -149,12 +135,23 @@ pub async fn stream(
         .insert_header(("content-type", "text/event-stream"))
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(events(
-            sub,
-            resume,
-            grant,
-            OpenStream::new(&state.metrics.streams_open, slot),
-        )))
+        .streaming(events(sub, resume, grant, open)))
+}
+
+/// Where a (re)connecting stream resumes: after its `Last-Event-ID`, else after `after`.
+/// Shared by the visitor's and the operators' streams.
+pub(super) fn resume_point(
+    req: &HttpRequest,
+    after: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    Ok(req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| parse_timestamp(v.trim(), "Last-Event-ID"))
+        .or_else(|| after.map(|a| parse_timestamp(a, "after")))
+        .transpose()?)
 }
 
 /// The widget token a stream was opened with, as [`extract::widget_team_or`] reads it.
@@ -340,19 +337,27 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Counts a stream as open, and holds its slot, for as long as it lives.
-struct OpenStream {
+/// Counts a stream as open, and holds its slot under the stream caps, for as long as it
+/// lives; the visitor's and the operators' streams alike.
+pub(super) struct OpenStream {
     gauge: prometheus::IntGauge,
     _slot: StreamSlot,
 }
 
 impl OpenStream {
-    fn new(gauge: &prometheus::IntGauge, slot: StreamSlot) -> Self {
+    /// Takes a slot for a stream of `team` from `ip`; a full cap answers `429` (counted).
+    pub(super) fn acquire(state: &AppState, team: Uuid, ip: IpAddr) -> Result<Self, ApiError> {
+        let slot = state.streams.acquire(team, ip).map_err(|cap| {
+            state
+                .metrics
+                .rate_limited
+                .with_label_values(&[cap.as_str()])
+                .inc();
+            ApiError::RateLimited(CAP_RETRY_AFTER)
+        })?;
+        let gauge = state.metrics.streams_open.clone();
         gauge.inc();
-        Self {
-            gauge: gauge.clone(),
-            _slot: slot,
-        }
+        Ok(Self { gauge, _slot: slot })
     }
 }
 
