@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// (LISTEN/NOTIFY on the shared database; set it on every node of a cluster).
     #[arg(long, env = "CHANGE_FEED", value_enum, default_value_t = crate::cluster::ChangeFeed::Off)]
     pub change_feed: crate::cluster::ChangeFeed,
+    /// Redis 7 (`redis://host:port`) shared by the nodes of a cluster, so budgets and spam
+    /// windows count across nodes; unset, each node counts alone.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Most rate-limit keys (visitors, IPs, sessions) one team's limiter remembers; beyond it
     /// the oldest are forgotten, so a flood of made-up keys costs memory, never admission.
     #[arg(long, env = "RATE_LIMIT_KEYS_PER_TEAM", default_value_t = KeyTables::default().rate_limit_keys_per_team)]
@@ -301,6 +305,7 @@ impl Settings {
             streams,
             cluster: crate::cluster::ClusterSettings {
                 feed: args.change_feed,
+                redis_url: args.redis_url.clone(),
                 ..Default::default()
             },
         })
@@ -357,6 +362,7 @@ mod tests {
                 stream_max_lifetime: 600,
             },
             change_feed: crate::cluster::ChangeFeed::Off,
+            redis_url: None,
         };
         f(&mut a);
         a

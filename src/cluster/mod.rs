@@ -57,6 +57,9 @@ pub struct ClusterSettings {
     /// How the node names itself in `nodes` and `/api/ops/cluster`; empty: `host:port`. A
     /// registered node of the same name is taken for this one's crashed predecessor.
     pub name: String,
+    /// Redis 7 for what nodes must count together (rate budgets, suspicion windows); unset:
+    /// each node counts alone, as one node does.
+    pub redis_url: Option<String>,
 }
 
 impl Default for ClusterSettings {
@@ -65,6 +68,7 @@ impl Default for ClusterSettings {
             feed: ChangeFeed::Off,
             heartbeat: Duration::from_secs(1),
             name: String::new(),
+            redis_url: None,
         }
     }
 }
