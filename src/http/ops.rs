@@ -439,3 +439,85 @@ async fn cluster(
     require_admin(&req, &state)?;
     Ok(web::Json(state.cluster.status()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{test, App};
+    use std::sync::{Arc, Mutex};
+
+    /// Every log line written while `f` runs on this thread.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn logged_answer(error: fn() -> ApiError) -> (u16, String) {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(observe_request))
+                .route(
+                    "/fails",
+                    web::get().to(move || async move { Err::<HttpResponse, _>(error()) }),
+                ),
+        )
+        .await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/fails").to_request()).await;
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        (res.status().as_u16(), text)
+    }
+
+    #[actix_web::test]
+    async fn an_internal_error_is_logged_once_with_its_cause_and_route() {
+        let (status, log) =
+            logged_answer(|| ApiError::Internal("append: db error: ERROR: boom".into())).await;
+        assert_eq!(status, 500);
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "logged more or less than once:\n{log}");
+        assert!(lines[0].contains("ERROR"), "{log}");
+        assert!(lines[0].contains("internal error"), "{log}");
+        assert!(
+            lines[0].contains("append: db error: ERROR: boom"),
+            "cause lost: {log}"
+        );
+        assert!(lines[0].contains("route=/fails"), "{log}");
+    }
+
+    #[actix_web::test]
+    async fn an_unreachable_database_is_logged_once_with_its_cause() {
+        let (status, log) = logged_answer(|| {
+            ApiError::Unavailable("error connecting to server: Connection refused".into())
+        })
+        .await;
+        assert_eq!(status, 503);
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "logged more or less than once:\n{log}");
+        assert!(lines[0].contains("WARN"), "{log}");
+        assert!(lines[0].contains("Connection refused"), "cause lost: {log}");
+    }
+
+    #[actix_web::test]
+    async fn shed_load_and_refusals_are_not_logged_at_info() {
+        for error in [|| ApiError::Overloaded, || ApiError::NotFound] {
+            let (_, log) = logged_answer(error).await;
+            assert!(log.is_empty(), "{log}");
+        }
+    }
+}

@@ -411,8 +411,7 @@ pub struct WidgetMessage {
     /// HTML-escaped text.
     content: String,
     /// Who wrote it.
-    #[schema(value_type = wire::AuthorType)]
-    author_type: &'static str,
+    author_type: wire::AuthorType,
     /// HTML-escaped author name.
     #[schema(required = true)]
     author_name: Option<String>,
@@ -429,7 +428,7 @@ impl From<&StoredMessage> for WidgetMessage {
         Self {
             id: m.id,
             content: html_escape(&m.content),
-            author_type: m.author_type.as_str(),
+            author_type: m.author_type.into(),
             author_name: m.author_name.as_deref().map(html_escape),
             created_at: format_utc(m.created_at),
             is_private: false,
@@ -443,8 +442,7 @@ pub struct MessagesPage {
     /// The ticket.
     ticket_id: Uuid,
     /// Its status.
-    #[schema(value_type = wire::TicketStatus)]
-    ticket_status: &'static str,
+    ticket_status: wire::TicketStatus,
     /// Ascending `created_at`.
     messages: Vec<WidgetMessage>,
     /// More messages exist after the last one returned.
@@ -539,7 +537,7 @@ async fn get_messages(
     )?;
     Ok(HttpResponse::Ok().json(MessagesPage {
         ticket_id,
-        ticket_status: page.status.as_str(),
+        ticket_status: page.status.into(),
         messages: page.page.messages.iter().map(WidgetMessage::from).collect(),
         has_more: page.page.has_more,
         unread_count: page.unread_customer,
@@ -553,8 +551,7 @@ pub struct TicketRow {
     /// Ticket id.
     id: Uuid,
     /// Status.
-    #[schema(value_type = wire::TicketStatus)]
-    status: &'static str,
+    status: wire::TicketStatus,
     /// HTML-escaped preview of the last public message.
     #[schema(required = true)]
     last_message: Option<String>,
@@ -635,7 +632,7 @@ async fn get_tickets(
             .iter()
             .map(|t| TicketRow {
                 id: t.id,
-                status: t.status.as_str(),
+                status: t.status.into(),
                 last_message: t.last_message.as_deref().map(html_escape),
                 last_message_at: t.last_message_at.map(format_utc),
                 message_count: t.message_count,
