@@ -15,6 +15,7 @@ pub mod restore;
 pub mod stream;
 pub mod widget;
 pub mod widget_v1;
+pub mod wire;
 
 use crate::store::PgStore;
 use crate::teams::TeamCache;

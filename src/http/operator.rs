@@ -3,17 +3,20 @@
 //! (appended through the same ticket actor as visitors' messages), status and assignment,
 //! typing, and erasing a visitor.
 
-use super::errors::ApiError;
+use super::errors::{ApiError, NotFound, OperatorRefusals, PayloadTooLarge};
 use super::extract::{self, json_object, operator_team, opt_str};
 use super::openapi as api;
+use super::wire::{self, Created, Settings};
 use super::{AppState, Endpoint};
-use crate::store::InboxFilter;
-use crate::teams::{SettingsPatch, Team};
+use crate::store::{BlockRow, InboxFilter, OperatorMessageRow, OperatorTicketRow, SuspiciousRow};
+use crate::teams::SettingsPatch;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use colloquy_actors::domain::{format_utc, AuthorName, AuthorType, MessageContent, TicketStatus};
-use colloquy_actors::store::{AppendResult, NewMessage};
-use serde_json::{json, Value};
+use colloquy_actors::store::{AppendResult, NewMessage, StoredMessage};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The operator routes (registered by [`super::routes`]).
@@ -63,21 +66,19 @@ pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
     path = "/api/conversations/tickets",
     tag = "operator",
     params(
-        ("status" = Option<api::TicketStatus>, Query, description = "Only this status"),
+        ("status" = Option<wire::TicketStatus>, Query, description = "Only this status"),
         ("distinct_id" = Option<String>, Query, description = "Only this visitor"),
         ("assignee" = Option<String>, Query, description = "Only this assignee"),
         ("limit" = Option<i64>, Query, description = "Default 50, clamped to 1..500"),
         ("offset" = Option<i64>, Query, description = "Default 0")
     ),
     responses(
-        (status = 200, description = "The inbox, newest activity first", body = api::Inbox),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The inbox, newest activity first", body = Inbox),
+        OperatorRefusals,
     ),
     security(("operator_key" = []))
 )]
-async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<web::Json<Inbox>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let q = extract::query(&req)?;
     let non_empty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
@@ -91,7 +92,143 @@ async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     let limit = extract::clamped(&q, "limit", 50, 1, 500)?;
     let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
     let (count, results) = state.store.inbox(team.id, &filter, limit, offset).await?;
-    Ok(HttpResponse::Ok().json(json!({"count": count, "results": results})))
+    Ok(web::Json(Inbox {
+        count,
+        results: results.into_iter().map(OperatorTicket::from).collect(),
+    }))
+}
+
+/// `GET /api/conversations/tickets`.
+#[derive(Serialize, ToSchema)]
+pub struct Inbox {
+    /// Total matching.
+    pub count: i64,
+    /// Newest activity first.
+    pub results: Vec<OperatorTicket>,
+}
+
+/// A ticket as operators see it (counts and previews include private notes).
+#[derive(Serialize, ToSchema)]
+pub struct OperatorTicket {
+    /// Ticket id.
+    pub id: Uuid,
+    /// Per team from 1.
+    pub ticket_number: i64,
+    /// Status.
+    pub status: wire::TicketStatus,
+    /// The visitor (for a v1 ticket: the verified person it is linked to, else the
+    /// distinct_id its visitor named, unproven).
+    #[schema(required = true)]
+    pub distinct_id: Option<String>,
+    /// The v1 session key, for tickets opened there.
+    #[schema(required = true)]
+    pub widget_session_id: Option<Uuid>,
+    /// Assigned operator.
+    #[schema(required = true)]
+    pub assignee: Option<String>,
+    /// The visitor's traits.
+    #[schema(value_type = Object)]
+    pub traits: Value,
+    /// All messages.
+    pub message_count: i64,
+    /// Visitor messages operators have not read.
+    pub unread_team_count: i32,
+    /// Last message, private notes included.
+    #[schema(required = true)]
+    pub last_message: Option<String>,
+    /// When.
+    #[schema(required = true, format = DateTime)]
+    pub last_message_at: Option<String>,
+    /// Opened.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Highest suspicion score of the ticket.
+    pub suspicion_score: i32,
+    /// When the visitor last marked it read.
+    #[schema(required = true, format = DateTime)]
+    pub visitor_read_at: Option<String>,
+}
+
+impl From<OperatorTicketRow> for OperatorTicket {
+    fn from(t: OperatorTicketRow) -> Self {
+        Self {
+            id: t.id,
+            ticket_number: t.ticket_number,
+            status: t.status.into(),
+            distinct_id: t.distinct_id,
+            widget_session_id: t.widget_session_id,
+            assignee: t.assignee,
+            traits: t.traits,
+            message_count: t.message_count,
+            unread_team_count: t.unread_team_count,
+            last_message: t.last_message,
+            last_message_at: t.last_message_at.map(format_utc),
+            created_at: format_utc(t.created_at),
+            suspicion_score: t.suspicion_score,
+            visitor_read_at: t.visitor_read_at.map(format_utc),
+        }
+    }
+}
+
+/// A message as operators see it (unescaped, private notes included); also the `message`
+/// event of their stream.
+#[derive(Serialize, ToSchema)]
+pub struct OperatorMessage {
+    /// Message id.
+    pub id: Uuid,
+    /// Raw text.
+    pub content: String,
+    /// Rich content, if any.
+    #[schema(required = true, value_type = Option<Object>)]
+    pub rich_content: Option<Value>,
+    /// Who wrote it.
+    pub author_type: wire::AuthorType,
+    /// Author name.
+    #[schema(required = true)]
+    pub author_name: Option<String>,
+    /// A private note.
+    pub is_private: bool,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<OperatorMessageRow> for OperatorMessage {
+    fn from(m: OperatorMessageRow) -> Self {
+        Self {
+            id: m.id,
+            content: m.content,
+            rich_content: m.rich_content,
+            author_type: m.author_type.into(),
+            author_name: m.author_name,
+            is_private: m.is_private,
+            created_at: format_utc(m.created_at),
+        }
+    }
+}
+
+impl From<&StoredMessage> for OperatorMessage {
+    fn from(m: &StoredMessage) -> Self {
+        Self {
+            id: m.id,
+            content: m.content.clone(),
+            rich_content: m.rich_content.clone(),
+            author_type: m.author_type.into(),
+            author_name: m.author_name.clone(),
+            is_private: m.is_private,
+            created_at: format_utc(m.created_at),
+        }
+    }
+}
+
+/// `GET /api/conversations/tickets/{ticket_id}`: the ticket and all its messages.
+#[derive(Serialize, ToSchema)]
+pub struct OperatorTicketWithMessages {
+    /// The ticket.
+    #[serde(flatten)]
+    pub ticket: OperatorTicket,
+    /// Every message, ascending.
+    pub messages: Vec<OperatorMessage>,
 }
 
 /// `GET /api/conversations/tickets/{id}`: the ticket and all its messages.
@@ -103,11 +240,9 @@ async fn inbox(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
         ("ticket_id" = Uuid, Path, description = "The ticket")
     ),
     responses(
-        (status = 200, description = "The ticket and all its messages", body = api::OperatorTicketWithMessages),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The ticket and all its messages", body = OperatorTicketWithMessages),
+        OperatorRefusals,
+        NotFound,
     ),
     security(("operator_key" = []))
 )]
@@ -115,11 +250,15 @@ async fn ticket(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<OperatorTicketWithMessages>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let found = state.store.ticket_with_messages(team.id, ticket_id).await?;
-    Ok(HttpResponse::Ok().json(found.ok_or(ApiError::NotFound)?))
+    let (ticket, messages) = found.ok_or(ApiError::NotFound)?;
+    Ok(web::Json(OperatorTicketWithMessages {
+        ticket: ticket.into(),
+        messages: messages.into_iter().map(OperatorMessage::from).collect(),
+    }))
 }
 
 /// `PATCH /api/conversations/tickets/{id}` `{status?, assignee?}`.
@@ -132,12 +271,10 @@ async fn ticket(
     ),
     request_body(content = api::PatchTicketRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The ticket (without messages)", body = api::OperatorTicket),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The ticket (without messages)", body = OperatorTicket),
+        OperatorRefusals,
+        NotFound,
+        PayloadTooLarge,
     ),
     security(("operator_key" = []))
 )]
@@ -146,7 +283,7 @@ async fn patch_ticket(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<OperatorTicket>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let body = json_object(&req, payload).await?;
@@ -179,7 +316,7 @@ async fn patch_ticket(
         .ok_or(ApiError::NotFound)?;
     state.tickets.refresh(ticket_id, facts);
     let ticket = state.store.ticket(team.id, ticket_id).await?;
-    Ok(HttpResponse::Ok().json(ticket.ok_or(ApiError::NotFound)?))
+    Ok(web::Json(ticket.ok_or(ApiError::NotFound)?.into()))
 }
 
 /// `POST /api/conversations/tickets/{id}/typing`: tells the visitor's open streams.
@@ -192,10 +329,8 @@ async fn patch_ticket(
     ),
     responses(
         (status = 204, description = "The visitor's streams were told"),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        OperatorRefusals,
+        NotFound,
     ),
     security(("operator_key" = []))
 )]
@@ -221,10 +356,8 @@ async fn typing(
         ("distinct_id" = String, Path, description = "The visitor (1 to 400 characters)")
     ),
     responses(
-        (status = 200, description = "Erased", body = api::PersonErased),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "Erased", body = PersonErased),
+        OperatorRefusals,
     ),
     security(("operator_key" = []))
 )]
@@ -232,7 +365,7 @@ async fn erase_person(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<PersonErased>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let distinct_id = path.trim();
     if distinct_id.contains('\0') {
@@ -249,7 +382,16 @@ async fn erase_person(
         state.tickets.evict(*id).await;
     }
     tracing::info!(team_id = %team.id, tickets = erased.len(), "erased a visitor");
-    Ok(HttpResponse::Ok().json(json!({"deleted_tickets": erased.len()})))
+    Ok(web::Json(PersonErased {
+        deleted_tickets: erased.len() as u64,
+    }))
+}
+
+/// `DELETE /api/conversations/persons/{distinct_id}`.
+#[derive(Serialize, ToSchema)]
+pub struct PersonErased {
+    /// Tickets erased.
+    pub deleted_tickets: u64,
 }
 
 /// `POST /api/conversations/tickets/{id}/messages`: a reply (`human` or `AI`) or a private note.
@@ -262,12 +404,10 @@ async fn erase_person(
     ),
     request_body(content = api::ReplyRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Stored", body = api::ReplyCreated),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 201, description = "Stored", body = ReplyCreated),
+        OperatorRefusals,
+        NotFound,
+        PayloadTooLarge,
     ),
     security(("operator_key" = []))
 )]
@@ -276,7 +416,7 @@ async fn post_reply(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Created<ReplyCreated>, ApiError> {
     let team = operator_team(&req, &state).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let ticket_id = extract::uuid(&path, "ticket_id")?;
@@ -318,32 +458,23 @@ async fn post_reply(
     let AppendResult::Stored(m) = appended.result else {
         return Err(ApiError::Internal("operator message was not stored".into()));
     };
-    Ok(HttpResponse::Created().json(json!({
-        "id": m.id,
-        "ticket_id": ticket_id,
-        "content": m.content,
-        "rich_content": m.rich_content,
-        "author_type": m.author_type.as_str(),
-        "author_name": m.author_name,
-        "is_private": m.is_private,
-        "created_at": format_utc(m.created_at),
-        "ticket_status": appended.status.as_str(),
-    })))
+    Ok(Created(ReplyCreated {
+        message: OperatorMessage::from(&m),
+        ticket_id,
+        ticket_status: appended.status.into(),
+    }))
 }
 
-fn settings_json(team: &Team) -> Value {
-    json!({
-        "team_id": team.id,
-        "name": team.name,
-        "public_token": team.public_token,
-        "conversations_enabled": team.conversations_enabled,
-        "allowed_widget_domains": team.allowed_widget_domains.entries(),
-        "rate_limits": team.rate_limits,
-        "identity_verification": team.identity_verification,
-        "identity_secret": team.identity_secret,
-        "notification_recipients": team.notification_recipients,
-        "suspicion": team.suspicion,
-    })
+/// The stored reply: the message as operators see it, its ticket and the ticket's status.
+#[derive(Serialize, ToSchema)]
+pub struct ReplyCreated {
+    /// The message.
+    #[serde(flatten)]
+    pub message: OperatorMessage,
+    /// The ticket.
+    pub ticket_id: Uuid,
+    /// The ticket's status after the reply.
+    pub ticket_status: wire::TicketStatus,
 }
 
 /// `GET /api/conversations/settings`.
@@ -352,19 +483,17 @@ fn settings_json(team: &Team) -> Value {
     path = "/api/conversations/settings",
     tag = "operator",
     responses(
-        (status = 200, description = "The team's settings", body = api::Settings),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The team's settings", body = Settings),
+        OperatorRefusals,
     ),
     security(("operator_key" = []))
 )]
 async fn get_settings(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<Settings>, ApiError> {
     let team = operator_team(&req, &state).await?;
-    Ok(HttpResponse::Ok().json(settings_json(&team)))
+    Ok(web::Json(Settings::from(&*team)))
 }
 
 /// `PATCH /api/conversations/settings`: takes effect on the next request (cache dropped).
@@ -374,12 +503,10 @@ async fn get_settings(
     tag = "operator",
     request_body(content = api::SettingsPatch, content_type = "application/json"),
     responses(
-        (status = 200, description = "The updated settings", body = api::Settings),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The updated settings", body = Settings),
+        OperatorRefusals,
+        NotFound,
+        PayloadTooLarge,
     ),
     security(("operator_key" = []))
 )]
@@ -387,7 +514,7 @@ async fn patch_settings(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<Settings>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let body = json_object(&req, payload).await?;
     let patch = SettingsPatch::parse(&team, &body)?;
@@ -397,7 +524,7 @@ async fn patch_settings(
         .await?
         .ok_or(ApiError::NotFound)?;
     state.teams.invalidate(team.id);
-    Ok(HttpResponse::Ok().json(settings_json(&updated)))
+    Ok(web::Json(Settings::from(&updated)))
 }
 
 /// `POST /api/conversations/settings/rotate_public_token`: the old token stops working at once.
@@ -406,22 +533,29 @@ async fn patch_settings(
     path = "/api/conversations/settings/rotate_public_token",
     tag = "operator",
     responses(
-        (status = 200, description = "The new token", body = api::PublicTokenRotated),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The new token", body = PublicTokenRotated),
+        OperatorRefusals,
     ),
     security(("operator_key" = []))
 )]
 async fn rotate_public_token(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<PublicTokenRotated>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let token = crate::teams::new_public_token();
     state.store.set_public_token(team.id, &token).await?;
     state.teams.invalidate(team.id);
-    Ok(HttpResponse::Ok().json(json!({"public_token": token})))
+    Ok(web::Json(PublicTokenRotated {
+        public_token: token,
+    }))
+}
+
+/// The new widget token.
+#[derive(Serialize, ToSchema)]
+pub struct PublicTokenRotated {
+    /// The old one stops working at once.
+    pub public_token: String,
 }
 
 /// `POST /api/conversations/settings/rotate_identity_secret`.
@@ -430,22 +564,29 @@ async fn rotate_public_token(
     path = "/api/conversations/settings/rotate_identity_secret",
     tag = "operator",
     responses(
-        (status = 200, description = "The new secret", body = api::IdentitySecretRotated),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The new secret", body = IdentitySecretRotated),
+        OperatorRefusals,
     ),
     security(("operator_key" = []))
 )]
 async fn rotate_identity_secret(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<IdentitySecretRotated>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let secret = crate::teams::new_identity_secret();
     state.store.set_identity_secret(team.id, &secret).await?;
     state.teams.invalidate(team.id);
-    Ok(HttpResponse::Ok().json(json!({"identity_secret": secret})))
+    Ok(web::Json(IdentitySecretRotated {
+        identity_secret: secret,
+    }))
+}
+
+/// The new identity secret.
+#[derive(Serialize, ToSchema)]
+pub struct IdentitySecretRotated {
+    /// The new HMAC key.
+    pub identity_secret: String,
 }
 
 /// `GET /api/conversations/suspicious?hours=24`: visitors and IPs at or above the team's
@@ -458,27 +599,73 @@ async fn rotate_identity_secret(
         ("hours" = Option<i64>, Query, description = "Look-back, default 24, clamped to 1..720")
     ),
     responses(
-        (status = 200, description = "Flagged visitors and IPs", body = api::Suspicious),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "Flagged visitors and IPs", body = Suspicious),
+        OperatorRefusals,
     ),
     security(("operator_key" = []))
 )]
 async fn suspicious(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<Suspicious>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let q = extract::query(&req)?;
     let hours = extract::clamped(&q, "hours", 24, 1, 24 * 30)? as i32;
     let threshold = i16::from(team.suspicion.flag_threshold);
     let results = state.store.suspicious(team.id, threshold, hours).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "flag_threshold": threshold,
-        "block_threshold": team.suspicion.block_threshold,
-        "results": results,
-    })))
+    Ok(web::Json(Suspicious {
+        flag_threshold: threshold,
+        block_threshold: team.suspicion.block_threshold,
+        results: results.into_iter().map(SuspiciousEntry::from).collect(),
+    }))
+}
+
+/// `GET /api/conversations/suspicious`.
+#[derive(Serialize, ToSchema)]
+pub struct Suspicious {
+    /// The team's flag threshold.
+    pub flag_threshold: i16,
+    /// The team's block threshold.
+    pub block_threshold: u8,
+    /// Highest score first.
+    pub results: Vec<SuspiciousEntry>,
+}
+
+/// A visitor or IP flagged by the suspicion detector.
+#[derive(Serialize, ToSchema)]
+pub struct SuspiciousEntry {
+    /// The visitor, if known.
+    #[schema(required = true)]
+    pub distinct_id: Option<String>,
+    /// The IP, if known.
+    #[schema(required = true)]
+    pub ip: Option<String>,
+    /// Highest score.
+    pub score: i32,
+    /// Rules that fired.
+    pub reasons: Vec<String>,
+    /// Tickets involved.
+    pub ticket_ids: Vec<Uuid>,
+    /// Last observation.
+    #[schema(format = DateTime)]
+    pub last_seen_at: String,
+    /// Details.
+    #[schema(required = true)]
+    pub details: Option<String>,
+}
+
+impl From<SuspiciousRow> for SuspiciousEntry {
+    fn from(r: SuspiciousRow) -> Self {
+        Self {
+            distinct_id: r.distinct_id,
+            ip: r.ip.map(|ip| ip.to_string()),
+            score: r.score,
+            reasons: r.reasons,
+            ticket_ids: r.ticket_ids,
+            last_seen_at: format_utc(r.last_seen_at),
+            details: r.details,
+        }
+    }
 }
 
 /// `GET /api/conversations/blocks`: the team's active blocks.
@@ -487,20 +674,64 @@ async fn suspicious(
     path = "/api/conversations/blocks",
     tag = "operator",
     responses(
-        (status = 200, description = "Active blocks", body = api::Blocks),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "Active blocks", body = Blocks),
+        OperatorRefusals,
     ),
     security(("operator_key" = []))
 )]
 async fn list_blocks(
     req: HttpRequest,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<web::Json<Blocks>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let results = state.store.list_blocks(team.id).await?;
-    Ok(HttpResponse::Ok().json(json!({"results": results})))
+    Ok(web::Json(Blocks {
+        results: results.into_iter().map(Block::from).collect(),
+    }))
+}
+
+/// `GET /api/conversations/blocks`.
+#[derive(Serialize, ToSchema)]
+pub struct Blocks {
+    /// Active blocks, newest first.
+    pub results: Vec<Block>,
+}
+
+/// A block.
+#[derive(Serialize, ToSchema)]
+pub struct Block {
+    /// Block id.
+    pub id: Uuid,
+    /// Blocked IP.
+    #[schema(required = true)]
+    pub ip: Option<String>,
+    /// Blocked visitor.
+    #[schema(required = true)]
+    pub distinct_id: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// `operator` or `detector`.
+    pub source: String,
+    /// When it ends; null: never.
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+    /// Created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<BlockRow> for Block {
+    fn from(b: BlockRow) -> Self {
+        Self {
+            id: b.id,
+            ip: b.ip.map(|ip| ip.to_string()),
+            distinct_id: b.distinct_id,
+            reason: b.reason,
+            source: b.source,
+            expires_at: b.expires_at.map(format_utc),
+            created_at: format_utc(b.created_at),
+        }
+    }
 }
 
 /// `POST /api/conversations/blocks` `{ip | distinct_id, reason, expires_at?}`: takes effect on
@@ -511,11 +742,9 @@ async fn list_blocks(
     tag = "operator",
     request_body(content = api::BlockRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "The block", body = api::Block),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 201, description = "The block", body = Block),
+        OperatorRefusals,
+        PayloadTooLarge,
     ),
     security(("operator_key" = []))
 )]
@@ -523,7 +752,7 @@ async fn create_block(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Created<Block>, ApiError> {
     let team = operator_team(&req, &state).await?;
     let body = json_object(&req, payload).await?;
     if let Some(unknown) = body
@@ -566,7 +795,7 @@ async fn create_block(
         .create_block(team.id, ip, distinct_id, reason, expires_at)
         .await?;
     state.blocks.refresh(&state.store).await;
-    Ok(HttpResponse::Created().json(block))
+    Ok(Created(block.into()))
 }
 
 /// `DELETE /api/conversations/blocks/{id}`.
@@ -579,10 +808,8 @@ async fn create_block(
     ),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        OperatorRefusals,
+        NotFound,
     ),
     security(("operator_key" = []))
 )]

@@ -10,10 +10,11 @@
 //! logs and browser history would keep it); browsers read the stream with `fetch()`, since
 //! `EventSource` cannot send headers.
 
-use super::errors::ApiError;
+use super::errors::{ApiError, BadRequest, ErrorBody, NotFound, Unauthorized};
 use super::extract::{self, operator_team};
-use super::openapi as api;
+use super::operator::OperatorMessage;
 use super::stream::{resume_point, OpenStream};
+use super::wire::{self, ReadEvent, StatusEvent, TypingEvent};
 use super::AppState;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -21,7 +22,7 @@ use chrono::{DateTime, Utc};
 use colloquy_actors::domain::format_utc;
 use colloquy_actors::store::StoredMessage;
 use colloquy_actors::ticket::{Subscription, TicketEvent};
-use serde_json::json;
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -40,11 +41,11 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
     ),
     responses(
         (status = 200, description = "Server-Sent Events: `status` `{ticket_status}`, `message` (an OperatorMessage, private notes included), `typing` `{author: \"visitor\"}`, `read` `{unread_count}`", content_type = "text/event-stream"),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 429, description = "rate_limited: too many open streams from this IP (IPv6: its /64), for this team or in total (the caps visitors' streams share); Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed, or too many streams on the ticket); Retry-After header", body = api::ErrorBody)
+        BadRequest,
+        Unauthorized,
+        NotFound,
+        (status = 429, description = "rate_limited: too many open streams from this IP (IPv6: its /64), for this team or in total (the caps visitors' streams share); Retry-After header", body = ErrorBody),
+        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed, or too many streams on the ticket); Retry-After header", body = ErrorBody)
     ),
     security(("operator_key" = []))
 )]
@@ -73,7 +74,7 @@ pub async fn operator_stream(
 
 /// One stream's state: what is left to replay, the newest message sent, the heartbeat.
 struct Feed {
-    status: Option<String>,
+    status: Option<wire::TicketStatus>,
     replay: VecDeque<StoredMessage>,
     sub: Subscription,
     last: Option<DateTime<Utc>>,
@@ -101,19 +102,13 @@ impl Feed {
             return None;
         }
         self.last = Some(m.created_at);
-        let data = json!({
-            "id": m.id,
-            "content": m.content,
-            "rich_content": m.rich_content,
-            "author_type": m.author_type.as_str(),
-            "author_name": m.author_name,
-            "is_private": m.is_private,
-            "created_at": format_utc(m.created_at),
-        });
-        Some(self.event("message", data))
+        Some(self.event("message", &OperatorMessage::from(m)))
     }
 
-    fn event(&self, name: &str, data: serde_json::Value) -> Bytes {
+    /// One event: its id line, name and JSON data.
+    fn event(&self, name: &str, data: &impl Serialize) -> Bytes {
+        // Serializing these plain structs cannot fail; were it to, the event carries `null`.
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "null".to_owned());
         Bytes::from(format!("{}event: {name}\ndata: {data}\n\n", self.id_line()))
     }
 }
@@ -126,7 +121,7 @@ fn events(
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.reset();
     let feed = Feed {
-        status: Some(sub.status.as_str().to_owned()),
+        status: Some(sub.status.into()),
         replay: std::mem::take(&mut sub.replay).into(),
         partial: sub.has_more,
         sub,
@@ -137,7 +132,12 @@ fn events(
     futures_util::stream::unfold(feed, |mut feed| async move {
         if let Some(status) = feed.status.take() {
             let mut first = b"retry: 2000\n\n".to_vec();
-            first.extend_from_slice(&feed.event("status", json!({"ticket_status": status})));
+            first.extend_from_slice(&feed.event(
+                "status",
+                &StatusEvent {
+                    ticket_status: status,
+                },
+            ));
             return Some((Ok(Bytes::from(first)), feed));
         }
         while let Some(m) = feed.replay.pop_front() {
@@ -155,14 +155,14 @@ fn events(
                         Some(b) => b,
                         None => continue,
                     },
-                    TicketEvent::Status(s) => feed.event("status", json!({"ticket_status": s.as_str()})),
+                    TicketEvent::Status(s) => feed.event("status", &StatusEvent { ticket_status: s.into() }),
                     TicketEvent::Typing { customer } => {
                         if !customer {
                             continue; // operators' own typing is not echoed back
                         }
-                        feed.event("typing", json!({"author": "visitor"}))
+                        feed.event("typing", &TypingEvent { author: "visitor" })
                     }
-                    TicketEvent::Read => feed.event("read", json!({"unread_count": 0})),
+                    TicketEvent::Read => feed.event("read", &ReadEvent::DONE),
                 },
                 _ = feed.heartbeat.tick() => Bytes::from_static(b": heartbeat\n\n"),
             };

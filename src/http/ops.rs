@@ -1,13 +1,17 @@
 //! Operations: liveness, readiness and a look inside the actors.
 
-use super::errors::ApiError;
+use super::errors::{ApiError, FailureCause, Unauthorized, Unavailable};
 use super::extract::require_admin;
-use super::openapi as api;
 use super::{AppState, Endpoint};
+use crate::store::GroupCommitStats;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use colloquy_actors::stats::ActorStatsSnapshot;
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// The ops routes (registered at the root by [`super::routes`]).
 pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
@@ -39,7 +43,11 @@ pub async fn deadline(
     match tokio::time::timeout(REQUEST_DEADLINE, next.call(req)).await {
         Ok(res) => Ok(res?.map_into_left_body()),
         Err(_) => {
-            let res = actix_web::ResponseError::error_response(&ApiError::Unavailable);
+            let late = ApiError::Unavailable(format!(
+                "no answer within the request deadline ({} ms)",
+                REQUEST_DEADLINE.as_millis()
+            ));
+            let res = actix_web::ResponseError::error_response(&late);
             Ok(actix_web::dev::ServiceResponse::new(http_req, res).map_into_right_body())
         }
     }
@@ -91,12 +99,22 @@ pub async fn observe_request(
         let elapsed = started.elapsed();
         let status = res.status();
         // One line per request costs a fifth of a poll's CPU (measured, BENCHMARKS.md):
-        // access lines are debug (`RUST_LOG=debug` shows them), server errors always show.
+        // access lines are debug (`RUST_LOG=debug` shows them). A failure is logged here and
+        // only here, once, with its route and the cause chain the error carried.
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if status == actix_web::http::StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(route = %route, status = status.as_u16(), latency_ms, "request failed");
-        } else {
-            tracing::debug!(route = %route, status = status.as_u16(), latency_ms, "request finished");
+        let cause = res.response().extensions().get::<FailureCause>().cloned();
+        let code = status.as_u16();
+        match cause {
+            _ if status == actix_web::http::StatusCode::INTERNAL_SERVER_ERROR => {
+                let cause = cause.map_or_else(|| "unknown".to_owned(), |c| c.0);
+                tracing::error!(route = %route, status = code, latency_ms, %cause, "internal error");
+            }
+            Some(FailureCause(cause)) => {
+                tracing::warn!(route = %route, status = code, latency_ms, %cause, "request failed");
+            }
+            None => {
+                tracing::debug!(route = %route, status = code, latency_ms, "request finished");
+            }
         }
         Ok::<_, actix_web::Error>((res, route, elapsed, status))
     }
@@ -139,7 +157,7 @@ fn method_label(method: &Method) -> &'static str {
     tag = "ops",
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody)
+        Unauthorized
     ),
     security(("admin_token" = []))
 )]
@@ -167,11 +185,18 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     path = "/healthz",
     tag = "ops",
     responses(
-        (status = 200, description = "The process is up", body = api::Health)
+        (status = 200, description = "The process is up", body = Health)
     )
 )]
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+async fn healthz() -> web::Json<Health> {
+    web::Json(Health { status: "ok" })
+}
+
+/// `{"status": "ok"}` / `{"status": "ready"}`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: &'static str,
 }
 
 /// The database answers within a second.
@@ -180,14 +205,17 @@ async fn healthz() -> HttpResponse {
     path = "/readyz",
     tag = "ops",
     responses(
-        (status = 200, description = "The database answers", body = api::Health),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The database answers", body = Health),
+        Unavailable
     )
 )]
-async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
-        _ => Err(ApiError::Unavailable),
+        Ok(Ok(())) => Ok(web::Json(Health { status: "ready" })),
+        Ok(Err(e)) => Err(ApiError::Unavailable(format!("readiness ping: {e}"))),
+        Err(_) => Err(ApiError::Unavailable(
+            "readiness ping: no answer within 1 s".into(),
+        )),
     }
 }
 
@@ -197,34 +225,199 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     path = "/api/ops/actors",
     tag = "ops",
     responses(
-        (status = 200, description = "Counters of every actor kind", body = api::Actors),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody)
+        (status = 200, description = "Counters of every actor kind", body = Actors),
+        Unauthorized
     ),
     security(("admin_token" = []))
 )]
-async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn actors(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<web::Json<Actors>, ApiError> {
     require_admin(&req, &state)?;
     let pool = state.store.pool().status();
     let (requests, server_errors) = state.metrics.requests_answered();
-    Ok(HttpResponse::Ok().json(json!({
-        "rate_limiters": state.limiters.stats(),
-        "rate_limiter_keys_per_team": state
+    Ok(web::Json(Actors {
+        rate_limiters: state.limiters.stats().into(),
+        rate_limiter_keys_per_team: state
             .limiters
             .keys_per_team()
             .into_iter()
             .take(100)
-            .map(|(team, keys)| json!({"team_id": team, "keys": keys}))
-            .collect::<Vec<_>>(),
-        "ticket_actors": state.tickets.stats(),
-        "suspicion_detector": state.suspicion.stats(),
-        "mailer": state.mailer.stats(),
-        "database_pool": {"size": pool.size, "max_size": pool.max_size, "available": pool.available, "waiting": pool.waiting},
-        "ticket_supervisor": state.tickets.supervisor_stats(),
-        "group_committer": state.store.group_commit_stats(),
-        "sse_streams_open": state.metrics.streams_open.get(),
-        "rate_limited": state.metrics.rate_limited_by_tier(),
-        "http": {"requests": requests, "server_errors": server_errors},
-    })))
+            .map(|(team_id, keys)| TeamKeys { team_id, keys })
+            .collect(),
+        ticket_actors: state.tickets.stats().into(),
+        suspicion_detector: state.suspicion.stats().into(),
+        mailer: state.mailer.stats().into(),
+        database_pool: PoolCounters {
+            size: pool.size,
+            max_size: pool.max_size,
+            available: pool.available,
+            waiting: pool.waiting,
+        },
+        ticket_supervisor: state.tickets.supervisor_stats().into(),
+        group_committer: state.store.group_commit_stats().into(),
+        sse_streams_open: state.metrics.streams_open.get(),
+        rate_limited: state.metrics.rate_limited_by_tier(),
+        http: HttpTotals {
+            requests,
+            server_errors,
+        },
+    }))
+}
+
+/// `GET /api/ops/actors`.
+#[derive(Serialize, ToSchema)]
+pub struct Actors {
+    /// Rate limiters.
+    pub rate_limiters: ActorCounters,
+    /// Rate-limit keys held per team, largest first (at most 100 teams).
+    pub rate_limiter_keys_per_team: Vec<TeamKeys>,
+    /// Ticket actors.
+    pub ticket_actors: ActorCounters,
+    /// The suspicion detector.
+    pub suspicion_detector: ActorCounters,
+    /// The restore queue and mail delivery: `queued` restore requests and wake-ups waiting,
+    /// `handled` looked up or delivered, `dropped` refused by a full queue, `errors` failed
+    /// lookups or deliveries.
+    pub mailer: ActorCounters,
+    /// The database pool.
+    pub database_pool: PoolCounters,
+    /// The ticket supervisor itself: `handled` counts spawns, sweeps and drains.
+    pub ticket_supervisor: ActorCounters,
+    /// The group committer of message appends.
+    pub group_committer: GroupCommitCounters,
+    /// Server-Sent Event streams open now (visitors' and operators').
+    pub sse_streams_open: i64,
+    /// Rate-limit refusals since start, by tier (every tier, zeros included).
+    pub rate_limited: BTreeMap<String, u64>,
+    /// HTTP requests answered since start.
+    pub http: HttpTotals,
+}
+
+/// How many rate-limit keys one team holds.
+#[derive(Serialize, ToSchema)]
+pub struct TeamKeys {
+    /// The team.
+    pub team_id: Uuid,
+    /// Keys held.
+    pub keys: usize,
+}
+
+/// Counters of one actor kind.
+#[derive(Serialize, ToSchema)]
+pub struct ActorCounters {
+    /// Running now.
+    pub alive: i64,
+    /// Waiting in queues now.
+    pub queued: i64,
+    /// The most that ever waited at once.
+    pub peak_queued: i64,
+    /// Handled since start.
+    pub handled: u64,
+    /// Handled with an error.
+    pub errors: u64,
+    /// Restarts after a fault.
+    pub restarts: u64,
+    /// Idle stops.
+    pub evictions: u64,
+    /// Refused or dropped because a queue was full.
+    pub dropped: u64,
+}
+
+impl From<ActorStatsSnapshot> for ActorCounters {
+    /// Every counter (destructured, so a new one does not compile until it is shown here).
+    fn from(s: ActorStatsSnapshot) -> Self {
+        let ActorStatsSnapshot {
+            alive,
+            queued,
+            peak_queued,
+            handled,
+            errors,
+            restarts,
+            evictions,
+            dropped,
+        } = s;
+        Self {
+            alive,
+            queued,
+            peak_queued,
+            handled,
+            errors,
+            restarts,
+            evictions,
+            dropped,
+        }
+    }
+}
+
+/// The database pool.
+#[derive(Serialize, ToSchema)]
+pub struct PoolCounters {
+    /// Open connections.
+    pub size: usize,
+    /// Most connections.
+    pub max_size: usize,
+    /// Idle connections.
+    pub available: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+/// The group committer: appends of many tickets share one transaction.
+#[derive(Serialize, ToSchema)]
+pub struct GroupCommitCounters {
+    /// Whether the committer runs.
+    pub running: bool,
+    /// Appends waiting for a transaction now.
+    pub queued: i64,
+    /// The most that may wait; beyond it a POST is shed with `503 overloaded`.
+    pub capacity: i64,
+    /// Transactions running now.
+    pub in_flight: i64,
+    /// The most that run at once.
+    pub max_in_flight: i64,
+    /// Transactions since start.
+    pub transactions: u64,
+    /// Transactions that failed as a whole.
+    pub failed: u64,
+    /// Appends shed because the queue was full.
+    pub dropped: u64,
+}
+
+impl From<GroupCommitStats> for GroupCommitCounters {
+    /// Every counter (destructured, so a new one does not compile until it is shown here).
+    fn from(s: GroupCommitStats) -> Self {
+        let GroupCommitStats {
+            running,
+            queued,
+            capacity,
+            in_flight,
+            max_in_flight,
+            transactions,
+            failed,
+            dropped,
+        } = s;
+        Self {
+            running,
+            queued,
+            capacity,
+            in_flight,
+            max_in_flight,
+            transactions,
+            failed,
+            dropped,
+        }
+    }
+}
+
+/// Requests answered since start.
+#[derive(Serialize, ToSchema)]
+pub struct HttpTotals {
+    /// Every answer.
+    pub requests: u64,
+    /// Answers with a 5xx status.
+    pub server_errors: u64,
 }
 
 /// What this node believes about the cluster (admin token): the other live nodes, the change
@@ -235,11 +428,96 @@ async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     tag = "ops",
     responses(
         (status = 200, description = "This node's view of the cluster", body = crate::cluster::ClusterStatus),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody)
+        Unauthorized
     ),
     security(("admin_token" = []))
 )]
-async fn cluster(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn cluster(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<web::Json<crate::cluster::ClusterStatus>, ApiError> {
     require_admin(&req, &state)?;
-    Ok(HttpResponse::Ok().json(state.cluster.status()))
+    Ok(web::Json(state.cluster.status()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{test, App};
+    use std::sync::{Arc, Mutex};
+
+    /// Every log line written while `f` runs on this thread.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn logged_answer(error: fn() -> ApiError) -> (u16, String) {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(observe_request))
+                .route(
+                    "/fails",
+                    web::get().to(move || async move { Err::<HttpResponse, _>(error()) }),
+                ),
+        )
+        .await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/fails").to_request()).await;
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        (res.status().as_u16(), text)
+    }
+
+    #[actix_web::test]
+    async fn an_internal_error_is_logged_once_with_its_cause_and_route() {
+        let (status, log) =
+            logged_answer(|| ApiError::Internal("append: db error: ERROR: boom".into())).await;
+        assert_eq!(status, 500);
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "logged more or less than once:\n{log}");
+        assert!(lines[0].contains("ERROR"), "{log}");
+        assert!(lines[0].contains("internal error"), "{log}");
+        assert!(
+            lines[0].contains("append: db error: ERROR: boom"),
+            "cause lost: {log}"
+        );
+        assert!(lines[0].contains("route=/fails"), "{log}");
+    }
+
+    #[actix_web::test]
+    async fn an_unreachable_database_is_logged_once_with_its_cause() {
+        let (status, log) = logged_answer(|| {
+            ApiError::Unavailable("error connecting to server: Connection refused".into())
+        })
+        .await;
+        assert_eq!(status, 503);
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "logged more or less than once:\n{log}");
+        assert!(lines[0].contains("WARN"), "{log}");
+        assert!(lines[0].contains("Connection refused"), "cause lost: {log}");
+    }
+
+    #[actix_web::test]
+    async fn shed_load_and_refusals_are_not_logged_at_info() {
+        for error in [|| ApiError::Overloaded, || ApiError::NotFound] {
+            let (_, log) = logged_answer(error).await;
+            assert!(log.is_empty(), "{log}");
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! team's hosts, or nothing is mailed), and hands the rest to the mailer's bounded queue. It
 //! never looks the email up itself, so a known email takes no longer than an unknown one.
 
-use super::errors::ApiError;
+use super::errors::{ApiError, ErrorBody, PayloadTooLarge, V1Refusals};
 use super::extract::{self, json_object, req_str, req_text};
 use super::openapi as api;
 use super::widget::admit;
@@ -17,7 +17,9 @@ use crate::store::Redeemed;
 use actix_web::{web, HttpRequest, HttpResponse};
 use colloquy_actors::domain::{Limit, RestorePage};
 use colloquy_actors::rate_limiter::{RateCheck, Tier};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 fn valid_email(raw: &str) -> Option<String> {
     let e = raw.trim();
@@ -36,12 +38,10 @@ fn valid_email(raw: &str) -> Option<String> {
     tag = "widget_v1",
     request_body(content = api::RestoreRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Always `{\"ok\": true}`, whether or not tickets exist and whether or not `request_url` is a page the link may point at (reveals nothing); the lookup and the mail happen afterwards, off the request path", body = api::RestoreRequested),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field): `email` missing or not an address, `request_url` missing or not a string", body = api::ErrorBody),
-        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "Always `{\"ok\": true}`, whether or not tickets exist and whether or not `request_url` is a page the link may point at (reveals nothing); the lookup and the mail happen afterwards, off the request path", body = RestoreRequested),
+        V1Refusals,
+        (status = 400, description = "invalid_json or validation_error (`field` names the field): `email` missing or not an address, `request_url` missing or not a string", body = ErrorBody),
+        PayloadTooLarge,
     ),
     security(("widget_token" = []))
 )]
@@ -87,7 +87,14 @@ pub async fn request(
             tracing::debug!(team_id = %team.id, "restore request for a page off the team's domains: not mailed")
         }
     }
-    Ok(HttpResponse::Ok().json(json!({"ok": true})))
+    Ok(HttpResponse::Ok().json(RestoreRequested { ok: true }))
+}
+
+/// Always `{"ok": true}`.
+#[derive(Serialize, ToSchema)]
+pub struct RestoreRequested {
+    /// True.
+    ok: bool,
 }
 
 /// `POST /api/conversations/v1/widget/restore` `{restore_token, widget_session_id}`.
@@ -97,12 +104,9 @@ pub async fn request(
     tag = "widget_v1",
     request_body(content = api::RedeemRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The outcome", body = api::Redeemed),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The outcome", body = RedeemAnswer),
+        V1Refusals,
+        PayloadTooLarge,
     ),
     security(("widget_token" = []))
 )]
@@ -123,21 +127,64 @@ pub async fn redeem(
     }];
     admit(&state, &team, checks, ip, None)?;
     if token.is_empty() || token.len() > 200 {
-        return Ok(HttpResponse::Ok().json(json!({"status": "invalid"})));
+        return Ok(HttpResponse::Ok().json(RedeemAnswer::failed(RedeemStatus::Invalid)));
     }
     let answer = match state.store.redeem_restore(team.id, token, session).await? {
-        Redeemed::Invalid => json!({"status": "invalid"}),
-        Redeemed::Expired => json!({"status": "expired"}),
-        Redeemed::Used => json!({"status": "used"}),
+        Redeemed::Invalid => RedeemAnswer::failed(RedeemStatus::Invalid),
+        Redeemed::Expired => RedeemAnswer::failed(RedeemStatus::Expired),
+        Redeemed::Used => RedeemAnswer::failed(RedeemStatus::Used),
         Redeemed::Success(ids) => {
             // The tickets have a new key: their actors must not keep the old one.
             for id in &ids {
                 state.tickets.evict(*id).await;
             }
-            json!({"status": "success", "widget_session_id": session, "migrated_ticket_ids": ids})
+            RedeemAnswer {
+                status: RedeemStatus::Success,
+                widget_session_id: Some(session),
+                migrated_ticket_ids: Some(ids),
+            }
         }
     };
     Ok(HttpResponse::Ok().json(answer))
+}
+
+/// The outcome of a redemption.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RedeemStatus {
+    /// Tickets moved.
+    Success,
+    /// Too late.
+    Expired,
+    /// Unknown token.
+    Invalid,
+    /// Already redeemed.
+    Used,
+}
+
+/// The answer to a redemption; the ids only on success.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Redeemed)]
+pub struct RedeemAnswer {
+    /// Outcome.
+    status: RedeemStatus,
+    /// On success: the session the tickets now belong to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    widget_session_id: Option<Uuid>,
+    /// On success: the tickets moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migrated_ticket_ids: Option<Vec<Uuid>>,
+}
+
+impl RedeemAnswer {
+    /// A redemption that moved nothing: only its status.
+    fn failed(status: RedeemStatus) -> Self {
+        Self {
+            status,
+            widget_session_id: None,
+            migrated_ticket_ids: None,
+        }
+    }
 }
 
 #[cfg(test)]

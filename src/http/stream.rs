@@ -16,10 +16,10 @@
 //! block, a rotated token, the widget switched off, another identity mode or secret, or an
 //! origin taken off the team's list ends it. Only streams pay for that check, not polls.
 
-use super::errors::ApiError;
+use super::errors::{ApiError, ErrorBody, NotFound, WidgetRefusals};
 use super::extract::{self, widget_team_or};
-use super::openapi as api;
 use super::widget::{admit, read_check, visitor_param, WidgetMessage};
+use super::wire::{self, ReadEvent, StatusEvent, TypingEvent};
 use super::AppState;
 use crate::config::StreamSettings;
 use crate::teams::Team;
@@ -33,7 +33,7 @@ use colloquy_actors::domain::{
 use colloquy_actors::rate_limiter::{RateCheck, Tier};
 use colloquy_actors::store::StoredMessage;
 use colloquy_actors::ticket::{Subscription, TicketEvent};
-use serde_json::json;
+use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -67,12 +67,9 @@ const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
     ),
     responses(
         (status = 200, description = "Server-Sent Events: `status`, `message` (a WidgetMessage), `typing`, `read`. At most 500 messages are replayed per connect (with more to follow the stream ends after them); a stream ends after STREAM_MAX_LIFETIME, or once its authorisation lapses; reconnect with Last-Event-ID", content_type = "text/event-stream"),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 429, description = "rate_limited: a read budget, or too many open streams from this IP (IPv6: its /64), for this team or in total; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        WidgetRefusals,
+        NotFound,
+        (status = 429, description = "rate_limited: a read budget, or too many open streams from this IP (IPv6: its /64), for this team or in total; Retry-After header", body = ErrorBody),
     ),
     security(("widget_token" = []))
 )]
@@ -389,7 +386,7 @@ impl Ended {
 }
 
 struct Feed {
-    status: Option<String>,
+    status: Option<wire::TicketStatus>,
     replay: VecDeque<StoredMessage>,
     /// The replay is one page of more: end after it instead of going live.
     partial: bool,
@@ -448,7 +445,9 @@ impl Feed {
         )))
     }
 
-    fn event(&self, name: &str, data: serde_json::Value) -> Bytes {
+    fn event(&self, name: &str, data: &impl Serialize) -> Bytes {
+        // Serializing these plain structs cannot fail; were it to, the event carries `null`.
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "null".to_owned());
         Bytes::from(format!("{}event: {name}\ndata: {data}\n\n", self.id_line()))
     }
 }
@@ -470,7 +469,7 @@ fn events(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.reset();
     let feed = Feed {
-        status: Some(sub.status.as_str().to_owned()),
+        status: Some(sub.status.into()),
         replay: std::mem::take(&mut sub.replay).into(),
         partial: sub.has_more,
         sub,
@@ -484,7 +483,12 @@ fn events(
     };
     futures_util::stream::unfold(feed, |mut feed| async move {
         if let Some(status) = feed.status.take() {
-            let bytes = feed.event("status", json!({"ticket_status": status}));
+            let bytes = feed.event(
+                "status",
+                &StatusEvent {
+                    ticket_status: status,
+                },
+            );
             return Some((Ok(feed.greet(bytes)), feed));
         }
         while let Some(m) = feed.replay.pop_front() {
@@ -503,14 +507,14 @@ fn events(
                         Some(b) => b,
                         None => continue,
                     },
-                    TicketEvent::Status(s) => feed.event("status", json!({"ticket_status": s.as_str()})),
+                    TicketEvent::Status(s) => feed.event("status", &StatusEvent { ticket_status: s.into() }),
                     TicketEvent::Typing { customer } => {
                         if customer {
                             continue; // the visitor's own typing is not echoed back
                         }
-                        feed.event("typing", json!({"author": "operator"}))
+                        feed.event("typing", &TypingEvent { author: "operator" })
                     }
-                    TicketEvent::Read => feed.event("read", json!({"unread_count": 0})),
+                    TicketEvent::Read => feed.event("read", &ReadEvent::DONE),
                 },
                 _ = feed.tick.tick() => {
                     if Instant::now() >= feed.ends_at {

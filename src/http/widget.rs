@@ -2,9 +2,10 @@
 //! is the key to their tickets, a new message answers 201, and all returned text is
 //! HTML-escaped.
 
-use super::errors::ApiError;
+use super::errors::{ApiError, NotFound, PayloadTooLarge, WidgetRefusals};
 use super::extract::{self, json_object, opt_str, req_str, widget_team};
 use super::openapi as api;
+use super::wire::{self, ReadMarked};
 use super::{AppState, Endpoint};
 use crate::teams::Team;
 use actix_web::http::Method;
@@ -21,6 +22,7 @@ use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The documented widget routes (registered by [`super::routes`]).
@@ -79,13 +81,20 @@ fn honeypot_filled(body: &Map<String, Value>) -> bool {
     ) && body.get("_hp") != Some(&Value::String(String::new()))
 }
 
-/// The POST answer.
-#[derive(Serialize)]
-struct MessageCreated {
+/// The answer to a widget POST (`201` new, `200` idempotent replay).
+#[derive(Serialize, ToSchema)]
+pub struct MessageCreated {
+    /// The ticket.
     ticket_id: Uuid,
+    /// The message.
     message_id: Uuid,
+    /// The ticket's status now.
+    #[schema(value_type = wire::TicketStatus)]
     ticket_status: &'static str,
+    /// RFC 3339, UTC, microseconds.
+    #[schema(format = DateTime)]
     created_at: String,
+    /// Operator messages the visitor has not read.
     unread_count: i32,
 }
 
@@ -229,15 +238,11 @@ pub(super) fn read_check(team: &Team, what: &str, distinct_id: &DistinctId) -> R
     tag = "widget",
     request_body(content = api::MessageRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Stored (and the ticket opened if `ticket_id` was absent)", body = api::MessageCreated),
-        (status = 200, description = "An idempotent replay: the first call's ids", body = api::MessageCreated),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 201, description = "Stored (and the ticket opened if `ticket_id` was absent)", body = MessageCreated),
+        (status = 200, description = "An idempotent replay: the first call's ids", body = MessageCreated),
+        WidgetRefusals,
+        NotFound,
+        PayloadTooLarge,
     ),
     security(("widget_token" = []))
 )]
@@ -399,13 +404,21 @@ fn decoy(body: &Map<String, Value>) -> HttpResponse {
 }
 
 /// One message as the documented surface shows it: escaped, never private.
-#[derive(Serialize)]
-pub(super) struct WidgetMessage {
+#[derive(Serialize, ToSchema)]
+pub struct WidgetMessage {
+    /// Message id.
     id: Uuid,
+    /// HTML-escaped text.
     content: String,
-    author_type: &'static str,
+    /// Who wrote it.
+    author_type: wire::AuthorType,
+    /// HTML-escaped author name.
+    #[schema(required = true)]
     author_name: Option<String>,
+    /// RFC 3339, UTC, microseconds.
+    #[schema(format = DateTime)]
     created_at: String,
+    /// Always false.
     is_private: bool,
 }
 
@@ -415,7 +428,7 @@ impl From<&StoredMessage> for WidgetMessage {
         Self {
             id: m.id,
             content: html_escape(&m.content),
-            author_type: m.author_type.as_str(),
+            author_type: m.author_type.into(),
             author_name: m.author_name.as_deref().map(html_escape),
             created_at: format_utc(m.created_at),
             is_private: false,
@@ -423,12 +436,18 @@ impl From<&StoredMessage> for WidgetMessage {
     }
 }
 
-#[derive(Serialize)]
-struct MessagesPage {
+/// `GET /api/conversations/widget/messages/{ticket_id}`.
+#[derive(Serialize, ToSchema)]
+pub struct MessagesPage {
+    /// The ticket.
     ticket_id: Uuid,
-    ticket_status: &'static str,
+    /// Its status.
+    ticket_status: wire::TicketStatus,
+    /// Ascending `created_at`.
     messages: Vec<WidgetMessage>,
+    /// More messages exist after the last one returned.
     has_more: bool,
+    /// Operator messages the visitor has not read.
     unread_count: i32,
 }
 
@@ -480,13 +499,9 @@ fn visitor_body(
         ("limit" = Option<i64>, Query, description = "Default 100, clamped to 1..500")
     ),
     responses(
-        (status = 200, description = "The visitor's messages after `after`", body = api::MessagesPage),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The visitor's messages after `after`", body = MessagesPage),
+        WidgetRefusals,
+        NotFound,
     ),
     security(("widget_token" = []))
 )]
@@ -522,27 +537,43 @@ async fn get_messages(
     )?;
     Ok(HttpResponse::Ok().json(MessagesPage {
         ticket_id,
-        ticket_status: page.status.as_str(),
+        ticket_status: page.status.into(),
         messages: page.page.messages.iter().map(WidgetMessage::from).collect(),
         has_more: page.page.has_more,
         unread_count: page.unread_customer,
     }))
 }
 
-#[derive(Serialize)]
-struct TicketRow {
+/// A ticket in the visitor's list.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WidgetTicket)]
+pub struct TicketRow {
+    /// Ticket id.
     id: Uuid,
-    status: &'static str,
+    /// Status.
+    status: wire::TicketStatus,
+    /// HTML-escaped preview of the last public message.
+    #[schema(required = true)]
     last_message: Option<String>,
+    /// When the last message was written.
+    #[schema(required = true, format = DateTime)]
     last_message_at: Option<String>,
+    /// Public messages.
     message_count: i32,
+    /// Unread operator messages.
     unread_count: i32,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
-#[derive(Serialize)]
-struct TicketsPage {
+/// `GET /api/conversations/widget/tickets`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WidgetTickets)]
+pub struct TicketsPage {
+    /// Total matching the filter.
     count: i64,
+    /// Newest activity first.
     results: Vec<TicketRow>,
 }
 
@@ -554,17 +585,13 @@ struct TicketsPage {
     params(
         ("distinct_id" = String, Query, description = "The visitor"),
         ("identity_hash" = Option<String>, Query, description = "hex(HMAC-SHA256(identity_secret, distinct_id)), as the team requires"),
-        ("status" = Option<api::TicketStatus>, Query, description = "Only this status"),
+        ("status" = Option<wire::TicketStatus>, Query, description = "Only this status"),
         ("limit" = Option<i64>, Query, description = "Default 10, clamped to 1..50"),
         ("offset" = Option<i64>, Query, description = "Default 0")
     ),
     responses(
-        (status = 200, description = "The visitor's tickets, newest activity first", body = api::WidgetTickets),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The visitor's tickets, newest activity first", body = TicketsPage),
+        WidgetRefusals,
     ),
     security(("widget_token" = []))
 )]
@@ -605,7 +632,7 @@ async fn get_tickets(
             .iter()
             .map(|t| TicketRow {
                 id: t.id,
-                status: t.status.as_str(),
+                status: t.status.into(),
                 last_message: t.last_message.as_deref().map(html_escape),
                 last_message_at: t.last_message_at.map(format_utc),
                 message_count: t.message_count,
@@ -627,14 +654,10 @@ async fn get_tickets(
     ),
     request_body(content = api::VisitorRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Marked read", body = api::ReadMarked),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "Marked read", body = ReadMarked),
+        WidgetRefusals,
+        NotFound,
+        PayloadTooLarge,
     ),
     security(("widget_token" = []))
 )]
@@ -677,7 +700,7 @@ pub(super) async fn mark_read_by(
         .await?
         .ok_or(ApiError::NotFound)?;
     state.tickets.refresh(ticket_id, facts);
-    Ok(HttpResponse::Ok().json(serde_json::json!({"success": true, "unread_count": 0})))
+    Ok(HttpResponse::Ok().json(ReadMarked::DONE))
 }
 
 /// `POST /api/conversations/widget/typing` `{distinct_id, ticket_id}`: tells operators' streams.
@@ -688,13 +711,9 @@ pub(super) async fn mark_read_by(
     request_body(content = api::TypingRequest, content_type = "application/json"),
     responses(
         (status = 204, description = "Operators' streams were told"),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 401, description = "invalid_token: missing or unknown token or key", body = api::ErrorBody),
-        (status = 403, description = "conversations_disabled, origin_not_allowed, forbidden (another visitor's ticket), identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        WidgetRefusals,
+        NotFound,
+        PayloadTooLarge,
     ),
     security(("widget_token" = []))
 )]

@@ -7,10 +7,11 @@
 //! Only the HTTP shapes live here: access, ordering, validation and counters are the same
 //! core calls as the documented surface's.
 
-use super::errors::ApiError;
+use super::errors::{ApiError, NotFound, PayloadTooLarge, V1Refusals};
 use super::extract::{self, check_origin, json_object, opt_str, widget_team_unchecked};
 use super::openapi as api;
 use super::widget::{admit_as, honeypot_hit};
+use super::wire::{self, ReadMarked};
 use super::{AppState, Endpoint};
 use crate::teams::Team;
 use actix_web::http::Method;
@@ -22,9 +23,11 @@ use colloquy_actors::domain::{
 use colloquy_actors::rate_limiter::{Charged, RateCheck, Tier};
 use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, StoredMessage};
 use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The posthog-js routes (no trailing slashes, as the SDK calls them; registered by
@@ -192,13 +195,10 @@ fn truthy(v: Option<&Value>) -> bool {
     tag = "widget_v1",
     request_body(content = api::V1MessageRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Stored", body = api::V1MessageCreated),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "Stored", body = V1MessageCreated),
+        V1Refusals,
+        NotFound,
+        PayloadTooLarge,
     ),
     security(("widget_token" = []))
 )]
@@ -315,13 +315,29 @@ async fn post_message(
         text: features,
         settings: team.suspicion,
     }));
-    Ok(HttpResponse::Ok().json(json!({
-        "ticket_id": ticket_id,
-        "message_id": stored.id,
-        "ticket_status": status.as_str(),
-        "unread_count": unread,
-        "created_at": format_offset(stored.created_at),
-    })))
+    Ok(HttpResponse::Ok().json(V1MessageCreated {
+        ticket_id,
+        message_id: stored.id,
+        ticket_status: status.into(),
+        unread_count: unread,
+        created_at: format_offset(stored.created_at),
+    }))
+}
+
+/// The answer to a v1 POST.
+#[derive(Serialize, ToSchema)]
+pub struct V1MessageCreated {
+    /// The ticket.
+    ticket_id: Uuid,
+    /// The message.
+    message_id: Uuid,
+    /// The ticket's status.
+    ticket_status: wire::TicketStatus,
+    /// Unread operator messages.
+    unread_count: i32,
+    /// Microseconds and an explicit offset (`…123456+00:00`), to be sent back verbatim.
+    #[schema(format = DateTime)]
+    created_at: String,
 }
 
 /// How the suspicion detector names the visitor: the verified person, else the session.
@@ -344,15 +360,50 @@ fn query_access(team: &Team, q: &extract::Query) -> Result<Access, ApiError> {
     )
 }
 
-fn v1_message(m: &StoredMessage) -> Value {
-    json!({
-        "id": m.id,
-        "content": m.content,
-        "rich_content": m.rich_content,
-        "author_type": m.author_type.as_str(),
-        "author_name": m.author_name,
-        "created_at": format_offset(m.created_at),
-    })
+/// A message on the v1 surface (raw text, no `is_private` key).
+#[derive(Serialize, ToSchema)]
+pub struct V1Message {
+    /// Message id.
+    id: Uuid,
+    /// Raw text.
+    content: String,
+    /// Rich content, if any.
+    #[schema(required = true, value_type = Option<Object>)]
+    rich_content: Option<Value>,
+    /// Who wrote it.
+    author_type: wire::AuthorType,
+    /// Author name.
+    #[schema(required = true)]
+    author_name: Option<String>,
+    /// Microseconds and an explicit offset.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+fn v1_message(m: &StoredMessage) -> V1Message {
+    V1Message {
+        id: m.id,
+        content: m.content.clone(),
+        rich_content: m.rich_content.clone(),
+        author_type: m.author_type.into(),
+        author_name: m.author_name.clone(),
+        created_at: format_offset(m.created_at),
+    }
+}
+
+/// `GET /api/conversations/v1/widget/messages/{ticket_id}`.
+#[derive(Serialize, ToSchema)]
+pub struct V1MessagesPage {
+    /// The ticket.
+    ticket_id: Uuid,
+    /// Its status.
+    ticket_status: wire::TicketStatus,
+    /// Unread operator messages.
+    unread_count: i32,
+    /// Ascending `created_at`.
+    messages: Vec<V1Message>,
+    /// More exist.
+    has_more: bool,
 }
 
 /// `GET /api/conversations/v1/widget/messages/{ticket_id}`.
@@ -369,12 +420,9 @@ fn v1_message(m: &StoredMessage) -> Value {
         ("limit" = Option<i64>, Query, description = "Default 500, clamped to 1..500")
     ),
     responses(
-        (status = 200, description = "The ticket's public messages", body = api::V1MessagesPage),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The ticket's public messages", body = V1MessagesPage),
+        V1Refusals,
+        NotFound,
     ),
     security(("widget_token" = []))
 )]
@@ -407,13 +455,13 @@ async fn get_messages(
         )
         .await;
     let page = charged.settle(page)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "ticket_id": ticket_id,
-        "ticket_status": page.status.as_str(),
-        "unread_count": page.unread_customer,
-        "messages": page.page.messages.iter().map(v1_message).collect::<Vec<_>>(),
-        "has_more": page.page.has_more,
-    })))
+    Ok(HttpResponse::Ok().json(V1MessagesPage {
+        ticket_id,
+        ticket_status: page.status.into(),
+        unread_count: page.unread_customer,
+        messages: page.page.messages.iter().map(v1_message).collect(),
+        has_more: page.page.has_more,
+    }))
 }
 
 /// `POST /api/conversations/v1/widget/messages/{ticket_id}/read`.
@@ -426,13 +474,10 @@ async fn get_messages(
     ),
     request_body(content = api::V1ReadRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Marked read", body = api::ReadMarked),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 404, description = "not_found: unknown ticket (or another team's)", body = api::ErrorBody),
-        (status = 413, description = "payload_too_large: body over 64 KiB", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "Marked read", body = ReadMarked),
+        V1Refusals,
+        NotFound,
+        PayloadTooLarge,
     ),
     security(("widget_token" = []))
 )]
@@ -465,16 +510,13 @@ async fn mark_read(
         ("widget_session_id" = Option<Uuid>, Query, description = "The widget session (or the identity parameters)"),
         ("identity_distinct_id" = Option<String>, Query, description = "With identity verification: the verified person"),
         ("identity_hash" = Option<String>, Query, description = "hex(HMAC-SHA256(identity_secret, distinct_id)), as the team requires"),
-        ("status" = Option<api::TicketStatus>, Query, description = "Only this status"),
+        ("status" = Option<wire::TicketStatus>, Query, description = "Only this status"),
         ("limit" = Option<i64>, Query, description = "Default 100, clamped to 1..500"),
         ("offset" = Option<i64>, Query, description = "Default 0")
     ),
     responses(
-        (status = 200, description = "The session's tickets, newest first", body = api::V1Tickets),
-        (status = 400, description = "invalid_json or validation_error (`field` names the field)", body = api::ErrorBody),
-        (status = 403, description = "invalid_token (this surface answers 403 for a missing or unknown token), conversations_disabled, origin_not_allowed, forbidden, identity_required, identity_invalid or blocked", body = api::ErrorBody),
-        (status = 429, description = "rate_limited; Retry-After header", body = api::ErrorBody),
-        (status = 503, description = "unavailable (database unreachable) or overloaded (load shed); Retry-After header", body = api::ErrorBody)
+        (status = 200, description = "The session's tickets, newest first", body = V1Tickets),
+        V1Refusals,
     ),
     security(("widget_token" = []))
 )]
@@ -499,23 +541,57 @@ async fn get_tickets(
         .visitor_tickets(team.id, &who.key, status, limit, offset)
         .await;
     let listing = charged.settle(listing)?;
-    let results: Vec<Value> = listing
+    let results: Vec<V1Ticket> = listing
         .results
         .iter()
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "ticket_number": t.ticket_number,
-                "status": t.status.as_str(),
-                "unread_count": t.unread_count,
-                "last_message": t.last_message,
-                "last_message_at": t.last_message_at.map(format_offset),
-                "message_count": t.message_count,
-                "created_at": format_offset(t.created_at),
-            })
+        .map(|t| V1Ticket {
+            id: t.id,
+            ticket_number: t.ticket_number,
+            status: t.status.into(),
+            unread_count: t.unread_count,
+            last_message: t.last_message.clone(),
+            last_message_at: t.last_message_at.map(format_offset),
+            message_count: t.message_count,
+            created_at: format_offset(t.created_at),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"count": listing.count, "results": results})))
+    Ok(HttpResponse::Ok().json(V1Tickets {
+        count: listing.count,
+        results,
+    }))
+}
+
+/// A ticket in the v1 list.
+#[derive(Serialize, ToSchema)]
+pub struct V1Ticket {
+    /// Ticket id.
+    id: Uuid,
+    /// Counts up per team from 1.
+    ticket_number: i64,
+    /// Status.
+    status: wire::TicketStatus,
+    /// Unread operator messages.
+    unread_count: i32,
+    /// Raw preview of the last public message.
+    #[schema(required = true)]
+    last_message: Option<String>,
+    /// When it was written.
+    #[schema(required = true, format = DateTime)]
+    last_message_at: Option<String>,
+    /// Public messages.
+    message_count: i32,
+    /// Opened.
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// `GET /api/conversations/v1/widget/tickets`.
+#[derive(Serialize, ToSchema)]
+pub struct V1Tickets {
+    /// Total.
+    count: i64,
+    /// Newest first.
+    results: Vec<V1Ticket>,
 }
 
 #[cfg(test)]

@@ -2,11 +2,62 @@
 
 use super::{db_error, PgStore};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::format_utc;
 use colloquy_actors::store::{NewBlock, StoreError};
-use serde_json::{json, Value};
 use std::net::IpAddr;
 use uuid::Uuid;
+
+/// A block as operators list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRow {
+    /// Block id.
+    pub id: Uuid,
+    /// A blocked IP (an IPv6 one blocks its /64), or
+    pub ip: Option<IpAddr>,
+    /// a blocked visitor.
+    pub distinct_id: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// `operator` or `detector`.
+    pub source: String,
+    /// When it ends; `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl BlockRow {
+    /// From `id, ip, distinct_id, reason, source, expires_at, created_at`.
+    fn read(r: &tokio_postgres::Row) -> Self {
+        Self {
+            id: r.get(0),
+            ip: r.get(1),
+            distinct_id: r.get(2),
+            reason: r.get(3),
+            source: r.get(4),
+            expires_at: r.get(5),
+            created_at: r.get(6),
+        }
+    }
+}
+
+/// A visitor or IP the suspicion detector flagged, with everything it observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuspiciousRow {
+    /// The visitor, if known.
+    pub distinct_id: Option<String>,
+    /// The IP, if known.
+    pub ip: Option<IpAddr>,
+    /// Highest score.
+    pub score: i32,
+    /// Rules that fired.
+    pub reasons: Vec<String>,
+    /// Tickets involved.
+    pub ticket_ids: Vec<Uuid>,
+    /// Last observation.
+    pub last_seen_at: DateTime<Utc>,
+    /// Details, `; `-separated.
+    pub details: Option<String>,
+}
 
 /// One unexpired block, as the request path checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +122,7 @@ impl PgStore {
             .collect())
     }
 
-    /// An operator's block; returns it as JSON.
+    /// An operator's block; returns it as stored.
     pub async fn create_block(
         &self,
         team_id: Uuid,
@@ -79,7 +130,7 @@ impl PgStore {
         distinct_id: Option<&str>,
         reason: &str,
         expires_at: Option<DateTime<Utc>>,
-    ) -> Result<Value, StoreError> {
+    ) -> Result<BlockRow, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -103,11 +154,11 @@ impl PgStore {
             )
             .await
             .map_err(db_error)?;
-        Ok(block_json(&row))
+        Ok(BlockRow::read(&row))
     }
 
     /// The team's unexpired blocks, newest first.
-    pub async fn list_blocks(&self, team_id: Uuid) -> Result<Vec<Value>, StoreError> {
+    pub async fn list_blocks(&self, team_id: Uuid) -> Result<Vec<BlockRow>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -118,7 +169,7 @@ impl PgStore {
             .await
             .map_err(db_error)?;
         let rows = client.query(&stmt, &[&team_id]).await.map_err(db_error)?;
-        Ok(rows.iter().map(block_json).collect())
+        Ok(rows.iter().map(BlockRow::read).collect())
     }
 
     /// Removes a block; whether it existed (for this team).
@@ -142,7 +193,7 @@ impl PgStore {
         team_id: Uuid,
         threshold: i16,
         hours: i32,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<SuspiciousRow>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -164,29 +215,15 @@ impl PgStore {
             .map_err(db_error)?;
         Ok(rows
             .iter()
-            .map(|r| {
-                json!({
-                    "distinct_id": r.get::<_, Option<String>>(0),
-                    "ip": r.get::<_, Option<IpAddr>>(1).map(|ip| ip.to_string()),
-                    "score": r.get::<_, i32>(2),
-                    "reasons": r.get::<_, Vec<String>>(3),
-                    "ticket_ids": r.get::<_, Vec<Uuid>>(4),
-                    "last_seen_at": format_utc(r.get(5)),
-                    "details": r.get::<_, Option<String>>(6),
-                })
+            .map(|r| SuspiciousRow {
+                distinct_id: r.get(0),
+                ip: r.get(1),
+                score: r.get(2),
+                reasons: r.get(3),
+                ticket_ids: r.get(4),
+                last_seen_at: r.get(5),
+                details: r.get(6),
             })
             .collect())
     }
-}
-
-fn block_json(r: &tokio_postgres::Row) -> Value {
-    json!({
-        "id": r.get::<_, Uuid>(0),
-        "ip": r.get::<_, Option<IpAddr>>(1).map(|ip| ip.to_string()),
-        "distinct_id": r.get::<_, Option<String>>(2),
-        "reason": r.get::<_, String>(3),
-        "source": r.get::<_, String>(4),
-        "expires_at": r.get::<_, Option<DateTime<Utc>>>(5).map(format_utc),
-        "created_at": format_utc(r.get(6)),
-    })
 }

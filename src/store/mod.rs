@@ -15,9 +15,9 @@ mod restore;
 mod teams;
 mod tickets;
 
-pub use blocks::ActiveBlock;
+pub use blocks::{ActiveBlock, BlockRow, SuspiciousRow};
 pub use commit::GroupCommitStats;
-pub use operator::InboxFilter;
+pub use operator::{InboxFilter, OperatorMessageRow, OperatorTicketRow};
 pub use restore::{Mail, Redeemed};
 pub use tickets::{TicketListing, TicketSummary};
 
@@ -163,10 +163,7 @@ impl PgStore {
             deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
                 StoreError::Busy
             }
-            e => {
-                tracing::warn!(error = %e, "no database connection");
-                StoreError::Unavailable(e.to_string())
-            }
+            e => StoreError::Unavailable(cause_chain(&e)),
         })
     }
 
@@ -176,6 +173,23 @@ impl PgStore {
         client.simple_query("SELECT 1").await.map_err(db_error)?;
         Ok(())
     }
+}
+
+/// An error and its sources, outermost first, as one line (`a: b: c`); a source whose text
+/// its parent already printed is not repeated. The store keeps this string in its errors,
+/// since drivers' `Display` often prints only the outer layer ("db error").
+pub fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
 }
 
 /// Sorts a driver error into "retry later" (connection trouble, timeouts, restarts, lock
@@ -198,11 +212,57 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
                 .contains(code)
         }
     };
+    // Not logged here: whoever meets the error logs it once (a request's answer, a
+    // background loop), with this whole chain.
     if transient {
-        tracing::warn!(error = %e, "database unavailable");
-        StoreError::Unavailable(e.to_string())
+        StoreError::Unavailable(cause_chain(&e))
     } else {
-        tracing::error!(error = ?e, "database error");
-        StoreError::Internal(e.to_string())
+        StoreError::Internal(cause_chain(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause_chain;
+
+    /// An error that prints only its own layer, as `tokio_postgres::Error` does ("db error").
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn the_cause_chain_keeps_what_display_drops() {
+        let e = Layer(
+            "db error",
+            Some(Box::new(Layer(
+                "ERROR: relation \"tickets\" does not exist",
+                None,
+            ))),
+        );
+        assert_eq!(e.to_string(), "db error");
+        assert_eq!(
+            cause_chain(&e),
+            "db error: ERROR: relation \"tickets\" does not exist"
+        );
+    }
+
+    #[test]
+    fn a_cause_its_parent_already_printed_is_not_repeated() {
+        let e = Layer(
+            "pool: connection refused",
+            Some(Box::new(Layer("connection refused", None))),
+        );
+        assert_eq!(cause_chain(&e), "pool: connection refused");
     }
 }

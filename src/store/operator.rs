@@ -3,9 +3,9 @@
 
 use super::{db_error, PgStore};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::{format_utc, TicketStatus};
+use colloquy_actors::domain::{AuthorType, TicketStatus};
 use colloquy_actors::store::{StoreError, TicketFacts};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -22,24 +22,79 @@ const TICKET_SELECT: &str = "
               WHERE f.team_id = t.team_id AND f.ticket_id = t.id), 0)::int4 AS suspicion_score
     FROM tickets t";
 
-fn ticket_json(r: &Row) -> Value {
-    let last: Option<DateTime<Utc>> = r.get("last_created_at");
-    json!({
-        "id": r.get::<_, Uuid>("id"),
-        "ticket_number": r.get::<_, i64>("ticket_number"),
-        "status": r.get::<_, &str>("status"),
-        "distinct_id": r.get::<_, Option<String>>("distinct_id"),
-        "widget_session_id": r.get::<_, Option<Uuid>>("widget_session_id"),
-        "assignee": r.get::<_, Option<String>>("assignee"),
-        "traits": r.get::<_, Json<Value>>("traits").0,
-        "message_count": r.get::<_, i64>("message_count"),
-        "unread_team_count": r.get::<_, i32>("unread_team_count"),
-        "last_message": r.get::<_, Option<String>>("last_message"),
-        "last_message_at": last.map(format_utc),
-        "created_at": format_utc(r.get("created_at")),
-        "suspicion_score": r.get::<_, i32>("suspicion_score"),
-        "visitor_read_at": r.get::<_, Option<DateTime<Utc>>>("visitor_read_at").map(format_utc),
-    })
+/// A ticket as operators see it: counts and previews include private notes. The HTTP layer
+/// decides how it is written out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorTicketRow {
+    /// Ticket id.
+    pub id: Uuid,
+    /// Per team from 1.
+    pub ticket_number: i64,
+    /// Status.
+    pub status: TicketStatus,
+    /// The visitor: the ticket's own distinct_id, else the verified person it is linked to,
+    /// else the one its visitor named.
+    pub distinct_id: Option<String>,
+    /// The v1 session key, for tickets opened there.
+    pub widget_session_id: Option<Uuid>,
+    /// Assigned operator.
+    pub assignee: Option<String>,
+    /// The visitor's traits (a JSON object).
+    pub traits: Value,
+    /// All messages, private notes included.
+    pub message_count: i64,
+    /// Visitor messages operators have not read.
+    pub unread_team_count: i32,
+    /// The last message's text, private notes included.
+    pub last_message: Option<String>,
+    /// When the last message was written.
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Opened.
+    pub created_at: DateTime<Utc>,
+    /// Highest suspicion score of the ticket (0: none).
+    pub suspicion_score: i32,
+    /// When the visitor last marked it read.
+    pub visitor_read_at: Option<DateTime<Utc>>,
+}
+
+impl OperatorTicketRow {
+    fn read(r: &Row) -> Self {
+        Self {
+            id: r.get("id"),
+            ticket_number: r.get("ticket_number"),
+            status: TicketStatus::from_stored(r.get("status")),
+            distinct_id: r.get("distinct_id"),
+            widget_session_id: r.get("widget_session_id"),
+            assignee: r.get("assignee"),
+            traits: r.get::<_, Json<Value>>("traits").0,
+            message_count: r.get("message_count"),
+            unread_team_count: r.get("unread_team_count"),
+            last_message: r.get("last_message"),
+            last_message_at: r.get("last_created_at"),
+            created_at: r.get("created_at"),
+            suspicion_score: r.get("suspicion_score"),
+            visitor_read_at: r.get("visitor_read_at"),
+        }
+    }
+}
+
+/// A message as operators see it: unescaped, private notes included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorMessageRow {
+    /// Message id.
+    pub id: Uuid,
+    /// Raw text.
+    pub content: String,
+    /// Rich content, if any.
+    pub rich_content: Option<Value>,
+    /// Who wrote it.
+    pub author_type: AuthorType,
+    /// Author name.
+    pub author_name: Option<String>,
+    /// A private note.
+    pub is_private: bool,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
 }
 
 /// Inbox filters.
@@ -61,7 +116,7 @@ impl PgStore {
         f: &InboxFilter,
         limit: i64,
         offset: i64,
-    ) -> Result<(i64, Vec<Value>), StoreError> {
+    ) -> Result<(i64, Vec<OperatorTicketRow>), StoreError> {
         let client = self.client().await?;
         let filter = "WHERE t.team_id = $1 AND ($2::text IS NULL OR t.status = $2)
             AND ($3::text IS NULL OR COALESCE(t.distinct_id, t.linked_distinct_id, t.claimed_distinct_id) = $3)
@@ -88,7 +143,10 @@ impl PgStore {
         let (rows, total) =
             tokio::try_join!(client.query(&page, &p), client.query_one(&count, &p[..4]))
                 .map_err(db_error)?;
-        Ok((total.get(0), rows.iter().map(ticket_json).collect()))
+        Ok((
+            total.get(0),
+            rows.iter().map(OperatorTicketRow::read).collect(),
+        ))
     }
 
     /// One ticket, as operators see it (without its messages), or `None`.
@@ -96,7 +154,7 @@ impl PgStore {
         &self,
         team_id: Uuid,
         ticket_id: Uuid,
-    ) -> Result<Option<Value>, StoreError> {
+    ) -> Result<Option<OperatorTicketRow>, StoreError> {
         let client = self.client().await?;
         let one = client
             .prepare_cached(&format!(
@@ -108,15 +166,15 @@ impl PgStore {
             .query_opt(&one, &[&ticket_id, &team_id])
             .await
             .map_err(db_error)?;
-        Ok(row.as_ref().map(ticket_json))
+        Ok(row.as_ref().map(OperatorTicketRow::read))
     }
 
-    /// One ticket with all its messages, private notes included, or `None`.
+    /// One ticket with all its messages (ascending), private notes included, or `None`.
     pub async fn ticket_with_messages(
         &self,
         team_id: Uuid,
         ticket_id: Uuid,
-    ) -> Result<Option<Value>, StoreError> {
+    ) -> Result<Option<(OperatorTicketRow, Vec<OperatorMessageRow>)>, StoreError> {
         let client = self.client().await?;
         let one = client
             .prepare_cached(&format!(
@@ -137,22 +195,19 @@ impl PgStore {
         let Some(ticket) = ticket else {
             return Ok(None);
         };
-        let mut v = ticket_json(&ticket);
-        v["messages"] = rows
+        let messages = rows
             .iter()
-            .map(|r| {
-                json!({
-                    "id": r.get::<_, Uuid>(0),
-                    "content": r.get::<_, String>(1),
-                    "rich_content": r.get::<_, Option<Json<Value>>>(2).map(|j| j.0),
-                    "author_type": r.get::<_, &str>(3),
-                    "author_name": r.get::<_, Option<String>>(4),
-                    "is_private": r.get::<_, bool>(5),
-                    "created_at": format_utc(r.get(6)),
-                })
+            .map(|r| OperatorMessageRow {
+                id: r.get(0),
+                content: r.get(1),
+                rich_content: r.get::<_, Option<Json<Value>>>(2).map(|j| j.0),
+                author_type: AuthorType::from_stored(r.get(3)),
+                author_name: r.get(4),
+                is_private: r.get(5),
+                created_at: r.get(6),
             })
             .collect();
-        Ok(Some(v))
+        Ok(Some((OperatorTicketRow::read(&ticket), messages)))
     }
 
     /// Changes status and/or assignee (`Some(None)` unassigns); `None` if no such ticket.

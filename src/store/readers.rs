@@ -54,10 +54,8 @@ impl Readers {
     async fn open(&self, slot: &Slot) -> Result<Arc<ClientWrapper>, StoreError> {
         let client = slot
             .get_or_try_init(|| async {
-                let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
-                    tracing::warn!(error = %e, "no database read connection");
-                    db_error(e)
-                })?;
+                // Logged by whoever meets the error (once, with its cause chain).
+                let (client, connection) = self.config.connect(NoTls).await.map_err(db_error)?;
                 // The driver runs on this thread, beside the requests that use it.
                 let driver = tokio::spawn(async move {
                     if let Err(e) = connection.await {

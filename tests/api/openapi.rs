@@ -155,3 +155,78 @@ async fn every_operation_documents_success_errors_and_security() {
         }
     }
 }
+
+/// One of every error the server can answer with. The `match` has no wildcard, so a new
+/// `ApiError` variant does not compile until it has a sample here (and so is checked below).
+fn every_api_error() -> Vec<colloquy::http::errors::ApiError> {
+    use colloquy::http::errors::ApiError;
+    let all = vec![
+        ApiError::InvalidJson("not JSON"),
+        ApiError::invalid("field", "bad"),
+        ApiError::InvalidToken,
+        ApiError::Blocked,
+        ApiError::TokenRefused,
+        ApiError::ConversationsDisabled,
+        ApiError::OriginNotAllowed,
+        ApiError::Forbidden,
+        ApiError::IdentityRequired,
+        ApiError::IdentityInvalid,
+        ApiError::NotFound,
+        ApiError::PayloadTooLarge,
+        ApiError::RateLimited(std::time::Duration::from_secs(3)),
+        ApiError::Unavailable("database down".into()),
+        ApiError::Overloaded,
+        ApiError::Internal("a bug".into()),
+    ];
+    for e in &all {
+        match e {
+            ApiError::InvalidJson(_)
+            | ApiError::Validation(_)
+            | ApiError::InvalidToken
+            | ApiError::Blocked
+            | ApiError::TokenRefused
+            | ApiError::ConversationsDisabled
+            | ApiError::OriginNotAllowed
+            | ApiError::Forbidden
+            | ApiError::IdentityRequired
+            | ApiError::IdentityInvalid
+            | ApiError::NotFound
+            | ApiError::PayloadTooLarge
+            | ApiError::RateLimited(_)
+            | ApiError::Unavailable(_)
+            | ApiError::Overloaded
+            | ApiError::Internal(_) => {}
+        }
+    }
+    all
+}
+
+#[actix_web::test]
+async fn every_error_code_the_server_can_send_is_in_the_document() {
+    let app = spawn_app().await;
+    let doc = served_document(&app.address).await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["ErrorBody"]["properties"]["code"]["$ref"], "#/components/schemas/ErrorCode",
+        "ErrorBody.code is not the ErrorCode enum"
+    );
+    let documented: BTreeSet<&str> = schemas["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode lists its codes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for e in every_api_error() {
+        let res = actix_web::ResponseError::error_response(&e);
+        let bytes = actix_web::body::to_bytes(res.into_body())
+            .await
+            .expect("an error body");
+        let body: Value = serde_json::from_slice(&bytes).expect("the error body is JSON");
+        let code = body["code"].as_str().expect("the body has a code");
+        assert!(
+            documented.contains(code),
+            "{e:?} answers code {code:?}, which the document's ErrorCode does not list: \
+             {documented:?}"
+        );
+    }
+}
