@@ -14,7 +14,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use colloquy_actors::domain::{format_utc, AuthorName, AuthorType, MessageContent, TicketStatus};
 use colloquy_actors::store::{AppendResult, NewMessage};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 /// The operator routes (registered by [`super::routes`]).
 pub fn endpoints() -> (&'static str, Vec<Endpoint>) {
@@ -301,15 +300,9 @@ async fn post_reply(
         }
     };
     let message = NewMessage {
-        id: Uuid::now_v7(),
-        content: content.into_string(),
-        author_type,
         author_name: author_name.map(|n| n.as_str().to_owned()),
         is_private,
-        distinct_id: None,
-        client_message_id: None,
-        traits: None,
-        reopens: false,
+        ..NewMessage::new(content.into_string(), author_type)
     };
     let appended = state
         .tickets

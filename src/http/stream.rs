@@ -19,7 +19,8 @@
 use super::errors::ApiError;
 use super::extract::{self, widget_team_or};
 use super::openapi as api;
-use super::widget::{admit, read_check, visitor_param, WidgetMessage};
+use super::visitor::{admit, read_check, Named, Session};
+use super::widget::WidgetMessage;
 use super::AppState;
 use crate::config::StreamSettings;
 use crate::teams::Team;
@@ -27,9 +28,7 @@ use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::{
-    format_utc, parse_timestamp, IdentityVerification, Limit, VisitorKey,
-};
+use colloquy_actors::domain::{format_utc, parse_timestamp, IdentityVerification, Limit};
 use colloquy_actors::rate_limiter::{RateCheck, Tier};
 use colloquy_actors::store::StoredMessage;
 use colloquy_actors::ticket::{Subscription, TicketEvent};
@@ -84,35 +83,33 @@ pub async fn stream(
     let q = extract::query(&req)?;
     let team = widget_team_or(&req, &state, q.get("token").map(String::as_str)).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
+    let ip = extract::peer_ip(&req, &state);
     let session = q
         .get("widget_session_id")
         .filter(|s| !s.is_empty() && !q.contains_key("distinct_id"));
     let (key, budget, visitor) = match session {
         Some(raw) => {
+            // No identity fields here: a session alone never passes a team that requires one.
             if team.identity_verification == IdentityVerification::Required {
                 return Err(ApiError::IdentityRequired);
             }
-            let sid = extract::uuid(raw, "widget_session_id")?;
+            let who = Session::resolve(&team, Some(raw), None, None)?;
             let budget = RateCheck {
                 tier: Tier::WidgetSession,
-                key: sid.to_string(),
+                key: who.rate_key(ip),
                 limit: Limit::per_minute(team.rate_limits.widget_session_per_minute),
             };
-            (
-                VisitorKey::WidgetSession(sid),
-                budget,
-                format!("session:{sid}"),
-            )
+            let label = who.label();
+            (who.key, budget, label)
         }
         None => {
-            let (distinct_id, key) = visitor_param(&team, &q)?;
-            let budget = read_check(&team, "stream", &distinct_id);
-            (key, budget, distinct_id.to_string())
+            let visitor = Named::from_fields(&team, &q)?;
+            let budget = read_check(&team, "stream", &visitor.distinct_id);
+            (visitor.key, budget, visitor.distinct_id.to_string())
         }
     };
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let resume = resume_point(&req, q.get("after").map(String::as_str))?;
-    let ip = extract::peer_ip(&req, &state);
     let charged = admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
     let open = OpenStream::acquire(&state, team.id, ip)?;
     let sub = state
