@@ -1,6 +1,7 @@
 //! The documented widget surface, `/api/conversations/widget/…`: the visitor's distinct_id
 //! is the key to their tickets, a new message answers 201, and all returned text is
-//! HTML-escaped.
+//! HTML-escaped. Only the HTTP shapes live here; what both surfaces share (admission, who
+//! the visitor is, the honeypot rule, posting a message) is `http::visitor`'s.
 
 use super::errors::ApiError;
 use super::extract::{self, json_object, opt_str, req_str, widget_team};

@@ -4,8 +4,9 @@
 //! identity), every success answers `200`, text is returned raw (the SDK renders it as text)
 //! and `created_at` is written `…123456+00:00`, which the SDK sends back verbatim as `after`.
 //!
-//! Only the HTTP shapes live here: access, ordering, validation and counters are the same
-//! core calls as the documented surface's.
+//! Only the HTTP shapes live here — which fields are read, which budgets are charged, what
+//! is answered. Who the visitor is, admission, the honeypot rule and posting a message are
+//! `http::visitor`'s, shared with the documented surface.
 
 use super::errors::ApiError;
 use super::extract::{self, check_origin, json_object, opt_str, widget_team_unchecked};

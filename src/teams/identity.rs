@@ -7,7 +7,7 @@ use colloquy_actors::domain::{DistinctId, IdentityError, VerifiedId};
 impl Team {
     /// Identity verification as this team asks: `Some` only when `hash` proves `distinct_id`
     /// (hex(HMAC-SHA256(identity_secret, distinct_id)), constant-time); see
-    /// [`IdentityVerification::verify`].
+    /// [`IdentityVerification::verify`](colloquy_actors::domain::IdentityVerification::verify).
     pub fn verify_identity(
         &self,
         distinct_id: &DistinctId,
