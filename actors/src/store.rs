@@ -66,6 +66,25 @@ pub struct NewMessage {
     pub reopens: bool,
 }
 
+impl NewMessage {
+    /// A public message by `author_type` with a fresh id (UUID v7) and nothing else set:
+    /// each writer (visitor, operator) sets its own fields over it with `..`, so a field
+    /// added here has one default.
+    pub fn new(content: String, author_type: AuthorType) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            content,
+            author_type,
+            author_name: None,
+            is_private: false,
+            distinct_id: None,
+            client_message_id: None,
+            traits: None,
+            reopens: false,
+        }
+    }
+}
+
 /// A message as stored, with its position in the ticket's order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {

@@ -13,6 +13,7 @@ pub mod operator_stream;
 pub mod ops;
 pub mod restore;
 pub mod stream;
+mod visitor;
 pub mod widget;
 pub mod widget_v1;
 pub mod wire;

@@ -441,15 +441,9 @@ async fn post_reply(
         }
     };
     let message = NewMessage {
-        id: Uuid::now_v7(),
-        content: content.into_string(),
-        author_type,
         author_name: author_name.map(|n| n.as_str().to_owned()),
         is_private,
-        distinct_id: None,
-        client_message_id: None,
-        traits: None,
-        reopens: false,
+        ..NewMessage::new(content.into_string(), author_type)
     };
     let appended = state
         .tickets

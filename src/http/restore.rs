@@ -9,7 +9,7 @@
 use super::errors::{ApiError, ErrorBody, PayloadTooLarge, V1Refusals};
 use super::extract::{self, json_object, req_str, req_text};
 use super::openapi as api;
-use super::widget::admit;
+use super::visitor::admit;
 use super::widget_v1::team;
 use super::AppState;
 use crate::mailer::RestoreJob;

@@ -1,24 +1,27 @@
 //! The documented widget surface, `/api/conversations/widget/…`: the visitor's distinct_id
 //! is the key to their tickets, a new message answers 201, and all returned text is
-//! HTML-escaped.
+//! HTML-escaped. Only the HTTP shapes live here; what both surfaces share (admission, who
+//! the visitor is, the honeypot rule, posting a message) is `http::visitor`'s.
 
 use super::errors::{ApiError, NotFound, PayloadTooLarge, WidgetRefusals};
 use super::extract::{self, json_object, opt_str, req_str, widget_team};
 use super::openapi as api;
+use super::visitor::{
+    admit, honeypot_filled, honeypot_hit, ip_key, list_tickets, mark_read_by, post_visitor_message,
+    read_check, read_page, Blank, Listing, Named, Poll, Posted, VisitorPost,
+};
 use super::wire::{self, ReadMarked};
 use super::{AppState, Endpoint};
 use crate::teams::Team;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use colloquy_actors::domain::AuthorType;
 use colloquy_actors::domain::{
-    format_utc, html_escape, parse_timestamp, ClientMessageId, DistinctId, Limit, MessageContent,
-    TicketStatus, Traits, VerifiedId, VisitorKey,
+    format_utc, html_escape, ClientMessageId, DistinctId, Limit, MessageContent, TicketStatus,
+    Traits,
 };
-use colloquy_actors::rate_limiter::{Charged, RateCheck, RateRefusal, Tier};
-use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, Replay, StoredMessage};
-use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
+use colloquy_actors::rate_limiter::{Charged, RateCheck, Tier};
+use colloquy_actors::store::{Replay, StoredMessage};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
@@ -73,14 +76,6 @@ impl MessageInput {
     }
 }
 
-/// Whether a bot filled the hidden field: anything but absent, null, "" or false.
-fn honeypot_filled(body: &Map<String, Value>) -> bool {
-    !matches!(
-        body.get("_hp"),
-        None | Some(Value::Null) | Some(Value::Bool(false))
-    ) && body.get("_hp") != Some(&Value::String(String::new()))
-}
-
 /// The answer to a widget POST (`201` new, `200` idempotent replay).
 #[derive(Serialize, ToSchema)]
 pub struct MessageCreated {
@@ -98,137 +93,18 @@ pub struct MessageCreated {
     unread_count: i32,
 }
 
-/// The first gate of every widget request on both surfaces, before anything is keyed to a
-/// visitor: the IP's block, then the team's per-IP budget (`widget_ip_per_minute`; IPv6 by
-/// its /64). Never taken back: requests refused later still cost their sender, so one IP
-/// cannot flood a tenant with refused requests. The honeypot passes this gate alone.
-pub(super) fn admit_ip(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
-    if state.blocks.is_blocked(team.id, ip, None) {
-        return Err(ApiError::Blocked);
-    }
-    ip_gate(state, team, ip)
-}
-
-/// The per-IP budget of [`admit_ip`], once the IP's block was checked.
-fn ip_gate(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
-    let gate = [RateCheck {
-        tier: Tier::WidgetIp,
-        key: ip_key(ip),
-        limit: Limit::per_minute(team.rate_limits.widget_ip_per_minute),
-    }];
-    match state.limiters.check(team.id, &gate) {
-        Ok(_kept) => Ok(()),
-        Err(r) => Err(refused(state, team, r, None, ip)),
-    }
-}
-
-/// An IP as a rate-limit key: what `ip.to_string()` writes, without the formatting
-/// machinery for IPv4 (every widget request formats one; bench/NOTES.md).
-pub(super) fn ip_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut key = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    key.push('.');
-                }
-                if octet >= 100 {
-                    key.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    key.push(char::from(b'0' + octet / 10 % 10));
-                }
-                key.push(char::from(b'0' + octet % 10));
-            }
-            key
-        }
-        IpAddr::V6(_) => ip.to_string(),
-    }
-}
-
-/// A budget refused the request: counted, reported to the suspicion detector, answered 429.
-fn refused(
+/// Admission of a documented-surface request that reads (or marks) for one visitor: their
+/// read budget of the endpoint `what`.
+fn admit_read(
     state: &AppState,
     team: &Team,
-    r: RateRefusal,
-    visitor: Option<&str>,
+    what: &str,
+    visitor: &Named,
     ip: IpAddr,
-) -> ApiError {
-    state
-        .metrics
-        .rate_limited
-        .with_label_values(&[r.tier.as_str()])
-        .inc();
-    state.suspicion.observe(Observation::RateLimited {
-        team_id: team.id,
-        tier: r.tier,
-        visitor: visitor.map(str::to_owned),
-        ip,
-        settings: team.suspicion,
-    });
-    ApiError::from(r)
-}
-
-/// Admission of a widget request naming one visitor key: see [`admit_as`].
-pub(super) fn admit(
-    state: &AppState,
-    team: &Team,
-    checks: Vec<RateCheck>,
-    ip: IpAddr,
-    visitor: Option<&str>,
 ) -> Result<Charged, ApiError> {
-    admit_as(state, team, checks, ip, visitor.as_slice())
-}
-
-/// Admission of a widget request: blocks on the IP and on every visitor key the request
-/// names, the per-IP gate ([`admit_ip`]), then the endpoint's budgets. A refusal by a budget
-/// is counted and reported to the suspicion detector. The budgets' charges come back as
-/// [`Charged`]: a handler whose request is then refused (`403`, `404`, …) settles its result
-/// through it, so refused requests leave no rate-limit keys behind.
-pub(super) fn admit_as(
-    state: &AppState,
-    team: &Team,
-    checks: Vec<RateCheck>,
-    ip: IpAddr,
-    visitors: &[&str],
-) -> Result<Charged, ApiError> {
-    // `is_blocked` with a visitor checks the IP too: the IP alone only when none is named
-    let blocked = if visitors.is_empty() {
-        state.blocks.is_blocked(team.id, ip, None)
-    } else {
-        visitors
-            .iter()
-            .any(|v| state.blocks.is_blocked(team.id, ip, Some(v)))
-    };
-    if blocked {
-        return Err(ApiError::Blocked);
-    }
-    ip_gate(state, team, ip)?;
-    state
-        .limiters
-        .check(team.id, &checks)
-        .map_err(|r| refused(state, team, r, visitors.first().copied(), ip))
-}
-
-/// A honeypot hit on either surface: it passes the per-IP gate (so a bot's flood is
-/// limited like any other traffic) and is reported against the IP only — the distinct_id a
-/// bot names is unproven, and naming a victim's must never flag the victim.
-pub(super) fn honeypot_hit(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
-    admit_ip(state, team, ip)?;
-    state.suspicion.observe(Observation::Honeypot {
-        team_id: team.id,
-        ip,
-        settings: team.suspicion,
-    });
-    Ok(())
-}
-
-pub(super) fn read_check(team: &Team, what: &str, distinct_id: &DistinctId) -> RateCheck {
-    RateCheck {
-        tier: Tier::ReadDistinctId,
-        key: [what, ":", distinct_id.as_str()].concat(),
-        limit: Limit::per_minute(team.rate_limits.read_distinct_id_per_minute),
-    }
+    let distinct_id = &visitor.distinct_id;
+    let checks = vec![read_check(team, what, distinct_id)];
+    admit(state, team, checks, ip, Some(distinct_id.as_str()))
 }
 
 /// `POST /api/conversations/widget/message`: a message, and a ticket if `ticket_id` is absent.
@@ -260,21 +136,16 @@ async fn post_message(
         return Ok(decoy(&body));
     }
     let input = MessageInput::parse(&body)?;
-    let verified = team.verify_identity(&input.distinct_id, opt_str(&body, "identity_hash")?)?;
+    let visitor = Named::verify(&team, input.distinct_id, opt_str(&body, "identity_hash")?)?;
+    let distinct_id = &visitor.distinct_id;
 
     if let Some(cmid) = &input.client_message_id {
         let found = state
             .store
-            .find_replay(team.id, input.distinct_id.as_str(), cmid.as_str())
+            .find_replay(team.id, distinct_id.as_str(), cmid.as_str())
             .await?;
         if let Some(replay) = found {
-            let charged = admit(
-                &state,
-                &team,
-                vec![read_check(&team, "messages", &input.distinct_id)],
-                ip,
-                Some(input.distinct_id.as_str()),
-            )?;
+            let charged = admit_read(&state, &team, "messages", &visitor, ip)?;
             return charged.settle(replayed(&state, &team, replay).await);
         }
     }
@@ -283,7 +154,7 @@ async fn post_message(
     let checks = vec![
         RateCheck {
             tier: Tier::MessageDistinctId,
-            key: input.distinct_id.to_string(),
+            key: distinct_id.to_string(),
             limit: Limit::per_minute(limits.message_distinct_id_per_minute),
         },
         RateCheck {
@@ -297,76 +168,35 @@ async fn post_message(
             limit: Limit::per_hour(limits.message_team_per_hour),
         },
     ];
-    let charged = admit(&state, &team, checks, ip, Some(input.distinct_id.as_str()))?;
+    let charged = admit(&state, &team, checks, ip, Some(distinct_id.as_str()))?;
 
-    let features = TextFeatures::of(input.message.as_str());
-    let opened_ticket = input.ticket_id.is_none();
-    let key = visitor_key(&input.distinct_id, verified);
-    let message = NewMessage {
-        id: Uuid::now_v7(),
-        content: input.message.into_string(),
-        author_type: AuthorType::Customer,
-        author_name: None,
-        is_private: false,
-        distinct_id: Some(input.distinct_id.to_string()),
+    let post = VisitorPost {
+        ticket_id: input.ticket_id,
+        owner: visitor.key.clone(),
+        key: visitor.key,
+        linked_distinct_id: None,
+        claimed_distinct_id: None,
+        label: visitor.distinct_id.to_string(),
+        message: input.message,
+        traits: input.traits,
+        distinct_id: Some(visitor.distinct_id.to_string()),
         client_message_id: input.client_message_id.map(|c| c.as_str().to_owned()),
-        traits: input.traits.clone(),
         reopens: true,
     };
-    let (ticket_id, result, status, unread) = match input.ticket_id {
-        None => {
-            let opened = charged.settle(
-                state
-                    .tickets
-                    .open(NewTicket {
-                        id: Uuid::now_v7(),
-                        team_id: team.id,
-                        owner: key,
-                        linked_distinct_id: None,
-                        claimed_distinct_id: None,
-                        traits: input.traits.unwrap_or_default(),
-                        first: message,
-                    })
-                    .await,
-            )?;
-            match opened {
-                Opened::Created { ticket, message } => {
-                    (ticket.id, AppendResult::Stored(message), ticket.status, 0)
-                }
-                Opened::Replayed(r) => return replayed(&state, &team, r).await,
-            }
-        }
-        Some(ticket_id) => {
-            // Access is checked here: a refused follow-up takes its charges back.
-            let a = charged.settle(
-                state
-                    .tickets
-                    .append(team.id, ticket_id, Some(key), message)
-                    .await,
-            )?;
-            (ticket_id, a.result, a.status, a.unread_customer)
-        }
-    };
-    match result {
-        AppendResult::Stored(m) => {
-            state.suspicion.observe(Observation::Message(MessageSeen {
-                team_id: team.id,
-                ticket_id,
-                opened_ticket,
-                visitor: input.distinct_id.to_string(),
-                ip,
-                text: features,
-                settings: team.suspicion,
-            }));
-            Ok(HttpResponse::Created().json(MessageCreated {
-                ticket_id,
-                message_id: m.id,
-                ticket_status: status.as_str(),
-                created_at: format_utc(m.created_at),
-                unread_count: unread,
-            }))
-        }
-        AppendResult::Replayed(r) => replayed(&state, &team, r).await,
+    match charged.settle(post_visitor_message(&state, &team, ip, post).await)? {
+        Posted::Stored {
+            ticket_id,
+            message,
+            status,
+            unread,
+        } => Ok(HttpResponse::Created().json(MessageCreated {
+            ticket_id,
+            message_id: message.id,
+            ticket_status: status.as_str(),
+            created_at: format_utc(message.created_at),
+            unread_count: unread,
+        })),
+        Posted::Replayed(r) => replayed(&state, &team, r).await,
     }
 }
 
@@ -451,41 +281,6 @@ pub struct MessagesPage {
     unread_count: i32,
 }
 
-/// The key a documented-surface request presents: a proven identity (which also reaches the
-/// person's posthog-js tickets) when a valid identity hash came, else the bare distinct_id.
-fn visitor_key(id: &DistinctId, verified: Option<VerifiedId>) -> VisitorKey {
-    match verified {
-        Some(proof) => VisitorKey::Verified(proof),
-        None => VisitorKey::DistinctId(id.clone()),
-    }
-}
-
-/// The visitor of a GET: `distinct_id`, checked against `identity_hash` as the team requires,
-/// and the key it presents.
-pub(super) fn visitor_param(
-    team: &Team,
-    q: &extract::Query,
-) -> Result<(DistinctId, VisitorKey), ApiError> {
-    let raw = q
-        .get("distinct_id")
-        .ok_or_else(|| ApiError::invalid("distinct_id", "distinct_id is required"))?;
-    let id = DistinctId::parse(raw)?;
-    let verified = team.verify_identity(&id, q.get("identity_hash").map(String::as_str))?;
-    let key = visitor_key(&id, verified);
-    Ok((id, key))
-}
-
-/// The visitor of a small POST (`typing`, `read`): `distinct_id` and `identity_hash`.
-fn visitor_body(
-    team: &Team,
-    body: &Map<String, Value>,
-) -> Result<(DistinctId, VisitorKey), ApiError> {
-    let id = DistinctId::parse(req_str(body, "distinct_id")?)?;
-    let verified = team.verify_identity(&id, opt_str(body, "identity_hash")?)?;
-    let key = visitor_key(&id, verified);
-    Ok((id, key))
-}
-
 /// `GET /api/conversations/widget/messages/{ticket_id}`: the visitor's messages after `after`.
 #[utoipa::path(
     get,
@@ -513,28 +308,12 @@ async fn get_messages(
     let team = widget_team(&req, &state).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let q = extract::query(&req)?;
-    let (distinct_id, key) = visitor_param(&team, &q)?;
-    let after = q
-        .get("after")
-        .map(|a| parse_timestamp(a, "after"))
-        .transpose()?;
-    let limit = extract::clamped(&q, "limit", 100, 1, 500)?;
+    let visitor = Named::from_fields(&team, &q)?;
+    let poll = Poll::parse(&q, 100, Blank::Invalid)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit(
-        &state,
-        &team,
-        vec![read_check(&team, "messages", &distinct_id)],
-        ip,
-        Some(distinct_id.as_str()),
-    )?;
-
-    let page = charged.settle(
-        state
-            .tickets
-            .read(team.id, ticket_id, Some(key), after, limit as usize, false)
-            .await,
-    )?;
+    let charged = admit_read(&state, &team, "messages", &visitor, ip)?;
+    let page = charged.settle(read_page(&state, &team, ticket_id, visitor.key, poll).await)?;
     Ok(HttpResponse::Ok().json(MessagesPage {
         ticket_id,
         ticket_status: page.status.into(),
@@ -602,29 +381,11 @@ async fn get_tickets(
     let team = widget_team(&req, &state).await?;
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let q = extract::query(&req)?;
-    let (distinct_id, key) = visitor_param(&team, &q)?;
-    let status = q
-        .get("status")
-        .filter(|s| !s.is_empty())
-        .map(|s| TicketStatus::parse(s, "status"))
-        .transpose()?;
-    let limit = extract::clamped(&q, "limit", 10, 1, 50)?;
-    let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
+    let visitor = Named::from_fields(&team, &q)?;
+    let listing = Listing::parse(&q, 10, 50)?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit(
-        &state,
-        &team,
-        vec![read_check(&team, "tickets", &distinct_id)],
-        ip,
-        Some(distinct_id.as_str()),
-    )?;
-
-    let listing = charged.settle(
-        state
-            .store
-            .visitor_tickets(team.id, &key, status, limit, offset)
-            .await,
-    )?;
+    let charged = admit_read(&state, &team, "tickets", &visitor, ip)?;
+    let listing = charged.settle(list_tickets(&state, &team, &visitor.key, listing).await)?;
     Ok(HttpResponse::Ok().json(TicketsPage {
         count: listing.count,
         results: listing
@@ -670,36 +431,10 @@ async fn mark_read(
     let team = widget_team(&req, &state).await?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let body = json_object(&req, payload).await?;
-    let (distinct_id, key) = visitor_body(&team, &body)?;
+    let visitor = Named::from_fields(&team, &body)?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit(
-        &state,
-        &team,
-        vec![read_check(&team, "read", &distinct_id)],
-        ip,
-        Some(distinct_id.as_str()),
-    )?;
-    charged.settle(mark_read_by(&state, team.id, ticket_id, key).await)
-}
-
-/// Both surfaces' mark-read: the ticket actor checks access, the store clears the visitor's
-/// unread count, and the actor (and through it the open streams) learns the new facts.
-pub(super) async fn mark_read_by(
-    state: &AppState,
-    team_id: Uuid,
-    ticket_id: Uuid,
-    key: VisitorKey,
-) -> Result<HttpResponse, ApiError> {
-    state
-        .tickets
-        .authorize(team_id, ticket_id, Some(key))
-        .await?;
-    let facts = state
-        .store
-        .mark_read_by_visitor(team_id, ticket_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    state.tickets.refresh(ticket_id, facts);
+    let charged = admit_read(&state, &team, "read", &visitor, ip)?;
+    charged.settle(mark_read_by(&state, team.id, ticket_id, visitor.key).await)?;
     Ok(HttpResponse::Ok().json(ReadMarked::DONE))
 }
 
@@ -724,50 +459,16 @@ async fn typing(
 ) -> Result<HttpResponse, ApiError> {
     let team = widget_team(&req, &state).await?;
     let body = json_object(&req, payload).await?;
-    let (distinct_id, key) = visitor_body(&team, &body)?;
+    let visitor = Named::from_fields(&team, &body)?;
     let ticket_id = extract::uuid(req_str(&body, "ticket_id")?, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit(
-        &state,
-        &team,
-        vec![read_check(&team, "typing", &distinct_id)],
-        ip,
-        Some(distinct_id.as_str()),
+    let charged = admit_read(&state, &team, "typing", &visitor, ip)?;
+    charged.settle(
+        state
+            .tickets
+            .typing(team.id, ticket_id, Some(visitor.key))
+            .await,
     )?;
-    charged.settle(state.tickets.typing(team.id, ticket_id, Some(key)).await)?;
     state.cluster.typing(ticket_id, true);
     Ok(HttpResponse::NoContent().finish())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn only_empty_honeypots_pass() {
-        let body = |v: Value| json!({ "_hp": v }).as_object().cloned().unwrap();
-        assert!(!honeypot_filled(&Map::new()));
-        assert!(!honeypot_filled(&body(json!(""))));
-        assert!(!honeypot_filled(&body(json!(null))));
-        assert!(!honeypot_filled(&body(json!(false))));
-        assert!(honeypot_filled(&body(json!("http://spam"))));
-        assert!(honeypot_filled(&body(json!(1))));
-        assert!(honeypot_filled(&body(json!(true))));
-    }
-
-    #[test]
-    fn ip_keys_are_what_to_string_writes() {
-        for o in 0..=255u8 {
-            for ip in [
-                IpAddr::from([o, 0, 9, 10]),
-                IpAddr::from([99, o, 100, 255]),
-                IpAddr::from([1, 10, o, 200]),
-                IpAddr::from([127, 0, 0, o]),
-                IpAddr::from([0, 0, 0, 0, 0, 0xffff, u16::from(o), 1]),
-            ] {
-                assert_eq!(ip_key(ip), ip.to_string());
-            }
-        }
-    }
 }

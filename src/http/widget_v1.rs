@@ -4,27 +4,27 @@
 //! identity), every success answers `200`, text is returned raw (the SDK renders it as text)
 //! and `created_at` is written `…123456+00:00`, which the SDK sends back verbatim as `after`.
 //!
-//! Only the HTTP shapes live here: access, ordering, validation and counters are the same
-//! core calls as the documented surface's.
+//! Only the HTTP shapes live here — which fields are read, which budgets are charged, what
+//! is answered. Who the visitor is, admission, the honeypot rule and posting a message are
+//! `http::visitor`'s, shared with the documented surface.
 
 use super::errors::{ApiError, NotFound, PayloadTooLarge, V1Refusals};
 use super::extract::{self, check_origin, json_object, opt_str, widget_team_unchecked};
 use super::openapi as api;
-use super::widget::{admit_as, honeypot_hit};
+use super::visitor::{
+    admit_as, honeypot_filled, honeypot_hit, list_tickets, mark_read_by, post_visitor_message,
+    read_page, Blank, Listing, Poll, Posted, Session, VisitorPost,
+};
 use super::wire::{self, ReadMarked};
 use super::{AppState, Endpoint};
 use crate::teams::Team;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use colloquy_actors::domain::{
-    format_offset, parse_timestamp, AuthorType, DistinctId, IdentityVerification, Limit,
-    MessageContent, TicketStatus, Traits, VisitorKey,
-};
+use colloquy_actors::domain::{format_offset, Limit, MessageContent, Traits, VerifiedId};
 use colloquy_actors::rate_limiter::{Charged, RateCheck, Tier};
-use colloquy_actors::store::{AppendResult, NewMessage, NewTicket, Opened, StoredMessage};
-use colloquy_actors::suspicion::{MessageSeen, Observation, TextFeatures};
+use colloquy_actors::store::StoredMessage;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -64,62 +64,13 @@ pub(super) async fn team(
     Ok(team)
 }
 
-/// Who is asking: a verified identity when the team verifies identities and a hash that
-/// verifies was sent, else the widget session. `session` is the session id, when one was sent.
-struct Access {
-    key: VisitorKey,
-    session: Option<Uuid>,
-}
-
-/// The one identity rule of this surface. An `identity_distinct_id` without a hash that
-/// verifies never becomes a verified key: under `optional` the request falls back to its
-/// widget session (a wrong hash is still refused), under `required` it is refused.
-fn access(
-    team: &Team,
-    session: Option<&str>,
-    identity_id: Option<&str>,
-    identity_hash: Option<&str>,
-) -> Result<Access, ApiError> {
-    let session = session
-        .filter(|s| !s.is_empty())
-        .map(|s| extract::uuid(s, "widget_session_id"))
-        .transpose()?;
-    let mode = team.identity_verification;
-    let identity_id = identity_id
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && mode != IdentityVerification::Off);
-    match identity_id {
-        Some(raw) => {
-            let id = DistinctId::parse(raw).map_err(|_| ApiError::IdentityInvalid)?;
-            if let Some(proof) = team.verify_identity(&id, identity_hash)? {
-                return Ok(Access {
-                    key: VisitorKey::Verified(proof),
-                    session,
-                });
-            }
-        }
-        None if mode == IdentityVerification::Required => return Err(ApiError::IdentityRequired),
-        None => {}
-    }
-    match session {
-        Some(s) => Ok(Access {
-            key: VisitorKey::WidgetSession(s),
-            session: Some(s),
-        }),
-        None => Err(ApiError::invalid(
-            "widget_session_id",
-            "widget_session_id is required",
-        )),
-    }
-}
-
 /// This surface's budgets: per session (or IP) per minute, and the team's reads or writes,
 /// after the per-IP gate and the block list. Blocks apply to every key the request names:
 /// its session, its verified identity and the distinct_id a POST links (`linked`).
 fn admit_v1(
     state: &AppState,
     team: &Team,
-    who: &Access,
+    who: &Session,
     linked: Option<&str>,
     ip: IpAddr,
     write: bool,
@@ -133,9 +84,7 @@ fn admit_v1(
     let checks = vec![
         RateCheck {
             tier: Tier::WidgetSession,
-            key: who
-                .session
-                .map_or_else(|| format!("ip:{ip}"), |s| s.to_string()),
+            key: who.rate_key(ip),
             limit: Limit::per_minute(l.widget_session_per_minute),
         },
         RateCheck {
@@ -145,10 +94,7 @@ fn admit_v1(
         },
     ];
     let session = who.session.map(|s| format!("session:{s}"));
-    let verified = match &who.key {
-        VisitorKey::Verified(d) => Some(d.as_str()),
-        _ => None,
-    };
+    let verified = who.verified().map(VerifiedId::as_str);
     let visitors: Vec<&str> = [session.as_deref(), verified, linked]
         .into_iter()
         .flatten()
@@ -182,12 +128,6 @@ fn lenient_traits(v: Option<&Value>) -> Option<Traits> {
         .filter(|t| !t.is_empty())
 }
 
-fn truthy(v: Option<&Value>) -> bool {
-    !matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)))
-        && v != Some(&Value::String(String::new()))
-        && v != Some(&json!(0))
-}
-
 /// `POST /api/conversations/v1/widget/message`.
 #[utoipa::path(
     post,
@@ -211,16 +151,11 @@ async fn post_message(
     tracing::Span::current().record("team_id", tracing::field::display(team.id));
     let ip = extract::peer_ip(&req, &state);
     let body = json_object(&req, payload).await?;
-    if truthy(body.get("_hp")) {
+    if honeypot_filled(&body) {
         honeypot_hit(&state, &team, ip)?;
         return Err(ApiError::invalid("_hp", "this field must be empty"));
     }
-    let who = access(
-        &team,
-        opt_str(&body, "widget_session_id")?,
-        opt_str(&body, "identity_distinct_id")?,
-        opt_str(&body, "identity_hash")?,
-    )?;
+    let who = Session::from_fields(&team, &body)?;
     let message = MessageContent::parse(extract::req_text(&body, "message")?, "message")?;
     let linked = opt_str(&body, "distinct_id")?
         .map(str::trim)
@@ -249,78 +184,34 @@ async fn post_message(
     let traits = lenient_traits(body.get("traits"));
     let charged = admit_v1(&state, &team, &who, linked, ip, true)?;
 
-    let features = TextFeatures::of(message.as_str());
-    let opened_ticket = ticket_id.is_none();
-    let verified = match &who.key {
-        VisitorKey::Verified(d) => Some(d.to_string()),
-        _ => None,
-    };
-    let new = NewMessage {
-        id: Uuid::now_v7(),
-        content: message.into_string(),
-        author_type: AuthorType::Customer,
-        author_name: None,
-        is_private: false,
+    let post = VisitorPost {
+        ticket_id,
+        owner: who.owner(),
+        key: who.key.clone(),
+        linked_distinct_id: who.verified().map(VerifiedId::to_string),
+        claimed_distinct_id: linked.map(str::to_owned),
+        label: who.label(),
+        message,
+        traits,
         distinct_id: None,
         client_message_id: None,
-        traits: traits.clone(),
         reopens: false,
     };
-    let (ticket_id, stored, status, unread) = match ticket_id {
-        None => {
-            let owner = match (who.session, &who.key) {
-                (Some(s), _) => VisitorKey::WidgetSession(s),
-                (None, VisitorKey::Verified(d)) => VisitorKey::DistinctId(d.distinct_id().clone()),
-                (None, other) => other.clone(),
-            };
-            let opened = state
-                .tickets
-                .open(NewTicket {
-                    id: Uuid::now_v7(),
-                    team_id: team.id,
-                    owner,
-                    // Only a proven identity links: a named one would plant this ticket in
-                    // that person's history, where their verified widget would show it.
-                    linked_distinct_id: verified,
-                    claimed_distinct_id: linked.map(str::to_owned),
-                    traits: traits.unwrap_or_default(),
-                    first: new,
-                })
-                .await?;
-            match opened {
-                Opened::Created { ticket, message } => (ticket.id, message, ticket.status, 0),
-                Opened::Replayed(_) => {
-                    return Err(ApiError::Internal("replay without idempotency key".into()))
-                }
-            }
-        }
-        Some(id) => {
-            let a = state
-                .tickets
-                .append(team.id, id, Some(who.key.clone()), new)
-                .await;
-            let a = charged.settle(a)?;
-            let AppendResult::Stored(m) = a.result else {
-                return Err(ApiError::Internal("replay without idempotency key".into()));
-            };
-            (id, m, a.status, a.unread_customer)
-        }
-    };
-    state.suspicion.observe(Observation::Message(MessageSeen {
-        team_id: team.id,
+    let Posted::Stored {
         ticket_id,
-        opened_ticket,
-        visitor: visitor_label(&who),
-        ip,
-        text: features,
-        settings: team.suspicion,
-    }));
+        message,
+        status,
+        unread,
+    } = charged.settle(post_visitor_message(&state, &team, ip, post).await)?
+    else {
+        return Err(ApiError::Internal("replay without idempotency key".into()));
+    };
     Ok(HttpResponse::Ok().json(V1MessageCreated {
         ticket_id,
-        message_id: stored.id,
+        message_id: message.id,
         ticket_status: status.into(),
         unread_count: unread,
-        created_at: format_offset(stored.created_at),
+        created_at: format_offset(message.created_at),
     }))
 }
 
@@ -338,26 +229,6 @@ pub struct V1MessageCreated {
     /// Microseconds and an explicit offset (`…123456+00:00`), to be sent back verbatim.
     #[schema(format = DateTime)]
     created_at: String,
-}
-
-/// How the suspicion detector names the visitor: the verified person, else the session.
-fn visitor_label(who: &Access) -> String {
-    match (&who.key, who.session) {
-        (VisitorKey::Verified(d), _) => d.to_string(),
-        (VisitorKey::DistinctId(d), _) => d.to_string(),
-        (_, Some(s)) => format!("session:{s}"),
-        (VisitorKey::WidgetSession(s), None) => format!("session:{s}"),
-    }
-}
-
-fn query_access(team: &Team, q: &extract::Query) -> Result<Access, ApiError> {
-    let get = |k: &str| q.get(k).map(String::as_str);
-    access(
-        team,
-        get("widget_session_id"),
-        get("identity_distinct_id"),
-        get("identity_hash"),
-    )
 }
 
 /// A message on the v1 surface (raw text, no `is_private` key).
@@ -433,28 +304,12 @@ async fn get_messages(
 ) -> Result<HttpResponse, ApiError> {
     let team = team(&req, &state, false).await?;
     let q = extract::query(&req)?;
-    let who = query_access(&team, &q)?;
-    let after = q
-        .get("after")
-        .filter(|a| !a.is_empty())
-        .map(|a| parse_timestamp(a, "after"))
-        .transpose()?;
-    let limit = extract::clamped(&q, "limit", 500, 1, 500)?;
+    let who = Session::from_fields(&team, &q)?;
+    let poll = Poll::parse(&q, 500, Blank::Absent)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
     let charged = admit_v1(&state, &team, &who, None, ip, false)?;
-    let page = state
-        .tickets
-        .read(
-            team.id,
-            ticket_id,
-            Some(who.key),
-            after,
-            limit as usize,
-            false,
-        )
-        .await;
-    let page = charged.settle(page)?;
+    let page = charged.settle(read_page(&state, &team, ticket_id, who.key, poll).await)?;
     Ok(HttpResponse::Ok().json(V1MessagesPage {
         ticket_id,
         ticket_status: page.status.into(),
@@ -490,15 +345,11 @@ async fn mark_read(
     let team = team(&req, &state, false).await?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let body = json_object(&req, payload).await?;
-    let who = access(
-        &team,
-        opt_str(&body, "widget_session_id")?,
-        opt_str(&body, "identity_distinct_id")?,
-        opt_str(&body, "identity_hash")?,
-    )?;
+    let who = Session::from_fields(&team, &body)?;
     let ip = extract::peer_ip(&req, &state);
     let charged = admit_v1(&state, &team, &who, None, ip, true)?;
-    charged.settle(super::widget::mark_read_by(&state, team.id, ticket_id, who.key).await)
+    charged.settle(mark_read_by(&state, team.id, ticket_id, who.key).await)?;
+    Ok(HttpResponse::Ok().json(ReadMarked::DONE))
 }
 
 /// `GET /api/conversations/v1/widget/tickets`.
@@ -526,21 +377,11 @@ async fn get_tickets(
 ) -> Result<HttpResponse, ApiError> {
     let team = team(&req, &state, false).await?;
     let q = extract::query(&req)?;
-    let who = query_access(&team, &q)?;
-    let status = q
-        .get("status")
-        .filter(|s| !s.is_empty())
-        .map(|s| TicketStatus::parse(s, "status"))
-        .transpose()?;
-    let limit = extract::clamped(&q, "limit", 100, 1, 500)?;
-    let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
+    let who = Session::from_fields(&team, &q)?;
+    let listing = Listing::parse(&q, 100, 500)?;
     let ip = extract::peer_ip(&req, &state);
     let charged = admit_v1(&state, &team, &who, None, ip, false)?;
-    let listing = state
-        .store
-        .visitor_tickets(team.id, &who.key, status, limit, offset)
-        .await;
-    let listing = charged.settle(listing)?;
+    let listing = charged.settle(list_tickets(&state, &team, &who.key, listing).await)?;
     let results: Vec<V1Ticket> = listing
         .results
         .iter()
@@ -597,6 +438,7 @@ pub struct V1Tickets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn sdk_traits_keep_scalars_and_drop_nulls_and_nesting() {
@@ -607,16 +449,5 @@ mod tests {
         assert_eq!(t.to_json(), json!({"name": "Ann", "n": 3}));
         assert!(lenient_traits(Some(&json!({"name": null, "email": null}))).is_none());
         assert!(lenient_traits(Some(&json!("x"))).is_none());
-    }
-
-    #[test]
-    fn honeypot_truthiness_follows_javascript() {
-        for falsy in [json!(""), json!(null), json!(false), json!(0)] {
-            assert!(!truthy(Some(&falsy)), "{falsy}");
-        }
-        assert!(!truthy(None));
-        for yes in [json!("x"), json!(true), json!(1)] {
-            assert!(truthy(Some(&yes)), "{yes}");
-        }
     }
 }

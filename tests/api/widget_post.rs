@@ -1442,6 +1442,39 @@ async fn any_filled_honeypot_value_is_a_decoy() {
 }
 
 #[actix_web::test]
+async fn a_honeypot_of_number_zero_is_empty_but_the_text_zero_fills_it() {
+    // Arrange: the one honeypot rule of both surfaces is JavaScript's truthiness.
+    let app = spawn_app().await;
+    let team = app.create_team().await;
+
+    // Act: `0` is falsy, as an empty field of a real widget.
+    let zero = app
+        .post_message(
+            &team.token,
+            &json!({"distinct_id": visitor("hp0"), "message": "hi", "_hp": 0}),
+        )
+        .await;
+    // Assert
+    assert_eq!(zero.status(), 201);
+    assert_eq!(
+        app.stored().await,
+        (1, 1),
+        "_hp = 0 is a real widget's message"
+    );
+
+    // Act: `"0"` is a non-empty string: a bot filled the field.
+    let text = app
+        .post_message(
+            &team.token,
+            &json!({"distinct_id": visitor("hp0"), "message": "spam", "_hp": "0"}),
+        )
+        .await;
+    // Assert
+    assert_eq!(text.status(), 201, "a honeypot hit answers like success");
+    assert_eq!(app.stored().await, (1, 1), "_hp = \"0\" stores nothing");
+}
+
+#[actix_web::test]
 async fn a_retry_with_the_same_client_message_id_but_other_text_returns_the_first_message() {
     // Arrange
     let app = spawn_app().await;

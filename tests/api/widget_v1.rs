@@ -44,6 +44,27 @@ async fn messages(app: &TestApp, team: &TestTeam, ticket: &str, query: &str) -> 
 }
 
 #[actix_web::test]
+async fn a_honeypot_of_number_zero_is_empty_but_the_text_zero_fills_it() {
+    // Arrange: the one honeypot rule of both surfaces is JavaScript's truthiness.
+    let app = spawn_app().await;
+    let team = app.create_team().await;
+    let body = |hp: Value| json!({"widget_session_id": Uuid::now_v7(), "message": "hi", "_hp": hp});
+
+    // Act: `0` is falsy, as an empty field of a real widget.
+    let zero = send(&app, &team, body(json!(0))).await;
+    // Assert
+    assert_eq!(zero.status(), 200, "_hp = 0 is a real widget's message");
+    assert_eq!(app.stored().await, (1, 1));
+
+    // Act: `"0"` is a non-empty string: a bot filled the field.
+    let text = send(&app, &team, body(json!("0"))).await;
+    // Assert
+    let err = assert_error(text, 400, "validation_error").await;
+    assert_eq!(err["field"], "_hp");
+    assert_eq!(app.stored().await, (1, 1), "_hp = \"0\" stores nothing");
+}
+
+#[actix_web::test]
 async fn a_first_message_answers_200_with_an_offset_timestamp_that_round_trips_as_after() {
     let app = spawn_app().await;
     let team = app.create_team().await;
