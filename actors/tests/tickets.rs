@@ -547,10 +547,17 @@ async fn a_ticket_actor_restarted_after_a_fault_stays_registered() {
     let failed = tickets
         .append(team, ticket, Some(visitor()), message("lost"))
         .await;
-    assert!(matches!(failed, Err(TicketError::Internal(_))), "{failed:?}");
+    assert!(
+        matches!(failed, Err(TicketError::Internal(_))),
+        "{failed:?}"
+    );
     actix_rt::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(tickets.stats().restarts, 1);
-    assert_eq!(tickets.supervisor_stats().restarts, 1, "the supervisor heard");
+    assert_eq!(
+        tickets.supervisor_stats().restarts,
+        1,
+        "the supervisor heard"
+    );
     assert!(tickets.is_live(ticket), "still registered");
     assert_eq!(tickets.stats().alive, 1, "and still one actor");
 

@@ -14,8 +14,8 @@ pub use actor::{
     Append, Appended, CatchUp, Drain, EndStreams, Evict, Refresh, Subscribe, Subscription,
     TicketActor, TicketEvent, TicketPage, Typing, TypingElsewhere,
 };
-pub use recent::Recent;
 pub use env::TicketConfig;
+pub use recent::Recent;
 pub use router::TicketRouter;
 pub use supervisor::TicketSupervisor;
 

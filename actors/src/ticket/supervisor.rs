@@ -349,9 +349,12 @@ impl Handler<EvictTicket> for TicketSupervisor {
             self.env.supervisor_stats.evicted();
         }
         let timeout = self.env.config.request_timeout;
+        // The request is made here and the address dropped before waiting: held across the
+        // wait, it would count as a user and have actix restart the stopping actor.
+        let stopped = removed.map(|live| live.addr.send(Evict).timeout(timeout));
         Box::pin(async move {
-            if let Some(live) = removed {
-                let _ = live.addr.send(Evict).timeout(timeout).await;
+            if let Some(stopped) = stopped {
+                let _ = stopped.await;
             }
         })
     }
@@ -374,7 +377,9 @@ impl Handler<EndAllStreams> for TicketSupervisor {
 }
 
 /// Awaits every future; a tiny stand-in to avoid a dependency for one call.
-async fn join_all<F: std::future::Future<Output = ()> + 'static>(futs: impl IntoIterator<Item = F>) {
+async fn join_all<F: std::future::Future<Output = ()> + 'static>(
+    futs: impl IntoIterator<Item = F>,
+) {
     let mut set = tokio::task::JoinSet::new();
     for f in futs {
         set.spawn_local(f);
