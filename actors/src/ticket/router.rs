@@ -108,7 +108,9 @@ impl TicketRouter {
         if let Opened::Created { ticket, message } = &opened {
             let mut recent = Recent::unknown(self.env.config.recent_capacity);
             recent.extend(None, vec![message.clone()]);
-            self.spawn(ticket.clone(), recent, epoch).await?;
+            // The ticket is committed: if the supervisor is too busy to start its actor now,
+            // the next request for it starts one (from the database) instead.
+            let _ = self.spawn(ticket.clone(), recent, epoch).await;
         }
         Ok(opened)
     }
