@@ -403,8 +403,9 @@ impl TicketActor {
 
     /// Asks the supervisor to remove this actor from the registry, then stops. Its mailbox
     /// waits meanwhile: a request that still reached it restarts it after the stop (see
-    /// `restarting`). If the supervisor does not answer in time the actor stops anyway; its
-    /// dead entry is replaced on the next miss or swept.
+    /// `restarting`). If the supervisor does not answer in time the actor stops anyway, and
+    /// since its entry still holds its address actix restarts it: it stays registered and
+    /// retires at a later idle check.
     fn retire(&mut self, ctx: &mut Context<Self>) {
         if std::mem::replace(&mut self.retiring, true) {
             return;

@@ -431,6 +431,9 @@ impl TicketRouter {
                     .clone();
                 (link, None)
             }
+            (_, _) if std::env::var_os("COLLOQUY_EXPERIMENT_SUPERVISOR_OWN_ARBITER").is_some() => {
+                (self.supervisor.clone(), None)
+            }
             (_, arbiter) => (self.supervisor.clone(), arbiter),
         };
         let spawn = Spawn {
