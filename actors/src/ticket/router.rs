@@ -29,8 +29,6 @@ use uuid::Uuid;
 pub struct TicketRouter {
     env: Arc<TicketEnv>,
     supervisor: SupervisorLink,
-    /// EXPERIMENT (A/B): one supervisor per worker arbiter, started on first miss there.
-    per_worker: Option<Arc<dashmap::DashMap<std::thread::ThreadId, SupervisorLink>>>,
 }
 
 impl TicketRouter {
@@ -38,13 +36,7 @@ impl TicketRouter {
     pub fn start(store: Arc<dyn Store>, config: TicketConfig) -> Self {
         let env = Arc::new(TicketEnv::new(store, config));
         let supervisor = TicketSupervisor::start_here(Arc::clone(&env));
-        let per_worker = std::env::var_os("COLLOQUY_EXPERIMENT_SUPERVISOR_PER_WORKER")
-            .map(|_| Arc::new(dashmap::DashMap::new()));
-        Self {
-            env,
-            supervisor,
-            per_worker,
-        }
+        Self { env, supervisor }
     }
 
     /// Counters of the ticket actors, for `/api/ops/actors` and metrics.
@@ -423,26 +415,13 @@ impl TicketRouter {
         recent: Recent,
         epoch: u64,
     ) -> Result<LiveTicket, TicketError> {
-        let (supervisor, arbiter) = match (&self.per_worker, Arbiter::try_current()) {
-            (Some(all), Some(_)) => {
-                let link = all
-                    .entry(std::thread::current().id())
-                    .or_insert_with(|| TicketSupervisor::start_here(Arc::clone(&self.env)))
-                    .clone();
-                (link, None)
-            }
-            (_, _) if std::env::var_os("COLLOQUY_EXPERIMENT_SUPERVISOR_OWN_ARBITER").is_some() => {
-                (self.supervisor.clone(), None)
-            }
-            (_, arbiter) => (self.supervisor.clone(), arbiter),
-        };
         let spawn = Spawn {
             state,
             recent,
             epoch,
-            arbiter,
+            arbiter: Arbiter::try_current(),
         };
-        supervisor
+        self.supervisor
             .ask(spawn, Some(self.env.config.request_timeout))
             .await
             .ok_or(TicketError::Overloaded)
