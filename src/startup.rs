@@ -15,7 +15,7 @@ use anyhow::Context;
 use colloquy_actors::rate_limiter::RateLimiters;
 use colloquy_actors::store::Store;
 use colloquy_actors::suspicion::SuspicionDetector;
-use colloquy_actors::ticket::{TicketConfig, Tickets};
+use colloquy_actors::ticket::{TicketConfig, TicketRouter};
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ impl Application {
             .context("open a first database connection")?;
         pg.start_group_commit();
         let port_store: Arc<dyn Store> = Arc::new(pg.clone());
-        let tickets = Tickets::start(Arc::clone(&port_store), TicketConfig::default());
+        let tickets = TicketRouter::start(Arc::clone(&port_store), TicketConfig::default());
         let (teams, blocks) = (TeamCache::default(), crate::blocks::BlockList::default());
         // Bound before joining the cluster: the node is named host:port (the port it really
         // listens on, also with BIND=…:0), and a row of the same name is this node's crashed
@@ -146,7 +146,7 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 fn stop_on_signal(
     server: actix_web::dev::ServerHandle,
     draining: Arc<std::sync::atomic::AtomicBool>,
-    tickets: Tickets,
+    tickets: TicketRouter,
 ) {
     actix_web::rt::spawn(async move {
         use actix_web::rt::signal::unix::{signal, SignalKind};

@@ -1,5 +1,5 @@
-//! Logging: tracing with a request id on every line of a request (tracing-actix-web), as
-//! text or JSON. Secrets and message bodies are never logged.
+//! Logging: tracing with a request id on every line of a request (the span
+//! `http::ops::observe_request` opens), as text or JSON. Secrets and message bodies are never logged.
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;

@@ -10,7 +10,7 @@ use colloquy_actors::store::{
     AppendOutcome, AppendResult, MessagePage, NewBlock, NewMessage, NewTicket, Opened, Store,
     StoreError, StoredMessage, SuspicionFlag, TicketFacts, TicketState,
 };
-use colloquy_actors::ticket::{TicketConfig, TicketError, Tickets};
+use colloquy_actors::ticket::{TicketConfig, TicketError, TicketRouter as Tickets};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
@@ -24,6 +24,8 @@ struct MemoryStore {
     delay: Duration,
     /// Milliseconds every `load_ticket` takes (a slow catch-up).
     slow_loads: std::sync::atomic::AtomicU64,
+    /// The next append fails with an internal error (a bug: the actor stops and restarts).
+    fail_next_append: std::sync::atomic::AtomicBool,
 }
 
 fn stored(m: &NewMessage, at: DateTime<Utc>) -> StoredMessage {
@@ -85,6 +87,12 @@ impl Store for MemoryStore {
         batch: Vec<NewMessage>,
     ) -> Result<AppendOutcome, StoreError> {
         tokio::time::sleep(self.delay).await;
+        if self
+            .fail_next_append
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(StoreError::Internal("injected".into()));
+        }
         self.batches.lock().unwrap().push(batch.len());
         let mut all = self.tickets.lock().unwrap();
         let (state, msgs) = all
@@ -474,4 +482,117 @@ async fn memory_trusted_again_is_not_read_before_the_ticket_caught_up() {
         "the reply read a moment ago is still answered (from memory: {})",
         again.from_memory
     );
+}
+
+/// Requests that miss the same ticket at once (no live actor: here after an idle eviction,
+/// with a slow load) all ask the supervisor, which starts one actor and hands it to all.
+#[actix_rt::test]
+async fn concurrent_misses_of_one_ticket_end_with_one_actor() {
+    let store = Arc::new(MemoryStore::default());
+    let config = TicketConfig {
+        idle_after: Duration::from_millis(40),
+        ..TicketConfig::default()
+    };
+    let tickets = Tickets::start(Arc::clone(&store) as Arc<dyn Store>, config);
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    assert!(!tickets.is_live(ticket), "evicted after being idle");
+    assert_eq!(tickets.stats().alive, 0);
+    let spawns_before = tickets.supervisor_stats().handled;
+
+    store
+        .slow_loads
+        .store(30, std::sync::atomic::Ordering::Relaxed);
+    let appends: Vec<_> = (0..16)
+        .map(|i| {
+            let t = tickets.clone();
+            actix_rt::spawn(async move {
+                t.append(team, ticket, Some(visitor()), message(&format!("m{i}")))
+                    .await
+            })
+        })
+        .collect();
+    for a in appends {
+        a.await.unwrap().expect("every append is acknowledged");
+    }
+    assert_eq!(tickets.stats().alive, 1, "one actor for the ticket");
+    assert!(tickets.is_live(ticket));
+    assert_eq!(
+        tickets.supervisor_stats().handled - spawns_before,
+        16,
+        "every miss was answered by the supervisor"
+    );
+    let page = tickets
+        .read(team, ticket, Some(visitor()), None, 100, false)
+        .await
+        .unwrap();
+    assert_eq!(page.page.messages.len(), 17);
+}
+
+/// An actor that stops on an internal error is restarted in place: the registry still
+/// leads to it, the supervisor counts the restart, and the ticket keeps working.
+#[actix_rt::test]
+async fn a_ticket_actor_restarted_after_a_fault_stays_registered() {
+    let store = Arc::new(MemoryStore::default());
+    let tickets = Tickets::start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        TicketConfig::default(),
+    );
+    let team = Uuid::now_v7();
+    let ticket = open(&tickets, team).await;
+    store
+        .fail_next_append
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let failed = tickets
+        .append(team, ticket, Some(visitor()), message("lost"))
+        .await;
+    assert!(
+        matches!(failed, Err(TicketError::Internal(_))),
+        "{failed:?}"
+    );
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(tickets.stats().restarts, 1);
+    assert_eq!(
+        tickets.supervisor_stats().restarts,
+        1,
+        "the supervisor heard"
+    );
+    assert!(tickets.is_live(ticket), "still registered");
+    assert_eq!(tickets.stats().alive, 1, "and still one actor");
+
+    let a = tickets
+        .append(team, ticket, Some(visitor()), message("after"))
+        .await
+        .expect("the restarted actor appends");
+    let AppendResult::Stored(m) = a.result else {
+        panic!("stored")
+    };
+    let page = tickets
+        .read(team, ticket, Some(visitor()), None, 50, false)
+        .await
+        .unwrap();
+    assert_eq!(page.page.messages.last().map(|p| p.id), Some(m.id));
+    assert_eq!(tickets.stats().alive, 1);
+}
+
+/// The supervisor removes what retires: an idle actor's entry, counted as its eviction.
+#[actix_rt::test]
+async fn the_supervisor_counts_what_it_spawns_and_evicts() {
+    let store = Arc::new(MemoryStore::default());
+    let config = TicketConfig {
+        idle_after: Duration::from_millis(40),
+        ..TicketConfig::default()
+    };
+    let tickets = Tickets::start(store, config);
+    let team = Uuid::now_v7();
+    let (a, b) = (open(&tickets, team).await, open(&tickets, team).await);
+    assert_eq!(tickets.supervisor_stats().alive, 1);
+    assert_eq!(tickets.supervisor_stats().handled, 2, "two spawns");
+    assert!(tickets.is_live(a) && tickets.is_live(b));
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let after = tickets.supervisor_stats();
+    assert_eq!(after.evictions, 2, "both removed when idle: {after:?}");
+    assert_eq!(after.queued, 0);
+    assert!(!tickets.is_live(a) && !tickets.is_live(b));
 }

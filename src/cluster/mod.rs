@@ -15,7 +15,7 @@ pub mod feed;
 use crate::blocks::BlockList;
 use crate::store::PgStore;
 use crate::teams::TeamCache;
-use colloquy_actors::ticket::Tickets;
+use colloquy_actors::ticket::TicketRouter;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -92,7 +92,7 @@ pub struct Cluster {
     settings: Arc<ClusterSettings>,
     census: Arc<Census>,
     store: PgStore,
-    tickets: Tickets,
+    tickets: TicketRouter,
     teams: TeamCache,
     blocks: BlockList,
 }
@@ -128,7 +128,7 @@ impl Cluster {
         settings: ClusterSettings,
         node_id: Uuid,
         store: PgStore,
-        tickets: Tickets,
+        tickets: TicketRouter,
         teams: TeamCache,
         blocks: BlockList,
     ) -> anyhow::Result<Self> {

@@ -24,7 +24,7 @@ use actix_web::http::Method;
 use actix_web::{web, FromRequest, Handler, Responder, Route};
 use colloquy_actors::rate_limiter::RateLimiters;
 use colloquy_actors::suspicion::SuspicionHandle;
-use colloquy_actors::ticket::Tickets;
+use colloquy_actors::ticket::TicketRouter;
 use errors::ApiError;
 use ipnet::IpNet;
 
@@ -38,7 +38,7 @@ pub struct AppState {
     /// Per-team rate limiters.
     pub limiters: RateLimiters,
     /// Ticket actors.
-    pub tickets: Tickets,
+    pub tickets: TicketRouter,
     /// This node's place in a cluster: whether its memory may answer reads.
     pub cluster: crate::cluster::Cluster,
     /// The suspicion detector.

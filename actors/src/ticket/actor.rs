@@ -4,10 +4,13 @@
 //! messages and publishes them with the ticket's facts in a [`super::view`], so polling at
 //! the tail needs no query and no round trip to the actor.
 //!
-//! Sent by [`super::Tickets`] (HTTP handlers) and, at shutdown, by the
-//! [`super::TicketSupervisor`]. It removes itself from the registry when it goes idle.
+//! Sent by the [`super::TicketRouter`] (HTTP handlers) and by the
+//! [`super::TicketSupervisor`], which started it. When it goes idle, or its ticket is gone, it
+//! asks the supervisor to remove it from the registry and stops once that is done; after a
+//! restart it asks to be registered again.
 
-use super::supervisor::{Live, Shared};
+use super::env::TicketEnv;
+use super::supervisor::{Retire, SupervisorLink};
 use super::view::{self, View, ViewCell};
 use super::{Recent, TicketError};
 use crate::domain::{TicketStatus, VisitorKey};
@@ -152,7 +155,7 @@ pub struct Subscription {
     pub has_more: bool,
     events: broadcast::Receiver<TicketEvent>,
     include_private: bool,
-    shared: Arc<Shared>,
+    env: Arc<TicketEnv>,
 }
 
 impl Subscription {
@@ -164,7 +167,7 @@ impl Subscription {
                 Ok(TicketEvent::Message(m)) if m.is_private && !self.include_private => {}
                 Ok(event) => return Some(event),
                 Err(RecvError::Lagged(_)) => {
-                    self.shared.stats.dropped();
+                    self.env.stats.dropped();
                     return None;
                 }
                 Err(RecvError::Closed) => return None,
@@ -201,9 +204,12 @@ pub struct TicketActor {
     catching_up: bool,
     catch_up_again: bool,
     view: Arc<ViewCell>,
-    shared: Arc<Shared>,
+    env: Arc<TicketEnv>,
+    supervisor: SupervisorLink,
     /// The trust epoch the state was last loaded from the database in (see [`View`]).
     epoch: u64,
+    /// Waiting for the supervisor to remove it from the registry, then stopping.
+    retiring: bool,
 }
 
 /// How often a watched ticket checks the database while memory is not trusted.
@@ -220,8 +226,9 @@ impl TicketActor {
         state: TicketState,
         recent: Recent,
         view: Arc<ViewCell>,
-        shared: Arc<Shared>,
+        env: Arc<TicketEnv>,
         epoch: u64,
+        supervisor: SupervisorLink,
     ) -> Self {
         Self {
             state,
@@ -236,8 +243,10 @@ impl TicketActor {
             catching_up: false,
             catch_up_again: false,
             view,
-            shared,
+            env,
+            supervisor,
             epoch,
+            retiring: false,
         }
     }
 
@@ -269,13 +278,13 @@ impl TicketActor {
             return;
         }
         self.in_flight = true;
-        let take = self.pending.len().min(self.shared.config.max_batch);
+        let take = self.pending.len().min(self.env.config.max_batch);
         let batch: Vec<Pending> = self.pending.drain(..take).collect();
         let (messages, replies): (Vec<NewMessage>, Vec<_>) =
             batch.into_iter().map(|p| (p.message, p.reply)).unzip();
-        let store = Arc::clone(&self.shared.store);
+        let store = Arc::clone(&self.env.store);
         let (team_id, ticket_id) = (self.state.team_id, self.state.id);
-        let timeout = self.shared.config.write_timeout;
+        let timeout = self.env.config.write_timeout;
         let write = async move {
             match tokio::time::timeout(timeout, store.append(team_id, ticket_id, messages)).await {
                 Ok(res) => res,
@@ -284,7 +293,7 @@ impl TicketActor {
         };
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = false;
-            act.shared.stats.dequeued(replies.len() as i64);
+            act.env.stats.dequeued(replies.len() as i64);
             act.finish_batch(res, replies, ctx);
             act.flush(ctx);
         }));
@@ -336,7 +345,7 @@ impl TicketActor {
                 }
             }
             Err(e) => {
-                self.shared.stats.error();
+                self.env.stats.error();
                 // The commit may or may not have happened: forget what we think we know.
                 self.recent.invalidate();
                 self.publish();
@@ -347,7 +356,7 @@ impl TicketActor {
                 match e {
                     StoreError::NotFound => {
                         self.fail_pending(TicketError::NotFound);
-                        self.evict(ctx);
+                        self.retire(ctx);
                     }
                     StoreError::Internal(_) => ctx.stop(), // restarted by the Supervisor
                     StoreError::Unavailable(_) | StoreError::Busy => {}
@@ -389,15 +398,26 @@ impl TicketActor {
         for p in self.pending.drain(..) {
             let _ = p.reply.send(Err(err.clone()));
         }
-        self.shared.stats.dequeued(n);
+        self.env.stats.dequeued(n);
     }
 
-    fn evict(&mut self, ctx: &mut Context<Self>) {
-        let me = ctx.address();
-        self.shared
-            .registry
-            .remove_if(&self.state.id, |_, live| live.addr == me);
-        ctx.stop();
+    /// Asks the supervisor to remove this actor from the registry, then stops. Its mailbox
+    /// waits meanwhile: a request that still reached it restarts it after the stop (see
+    /// `restarting`). If the supervisor does not answer in time the actor stops anyway, and
+    /// since its entry still holds its address actix restarts it: it stays registered and
+    /// retires at a later idle check.
+    fn retire(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.retiring, true) {
+            return;
+        }
+        let supervisor = self.supervisor.clone();
+        let retire = Retire {
+            ticket_id: self.state.id,
+            view: Arc::clone(&self.view),
+        };
+        let timeout = self.env.config.request_timeout;
+        let done = async move { supervisor.ask(retire, Some(timeout)).await };
+        ctx.wait(done.into_actor(self).map(|_, _, ctx| ctx.stop()));
     }
 
     /// Reloads the ticket and the messages after the newest one passed on, with the actor's
@@ -412,11 +432,11 @@ impl TicketActor {
         }
         self.catching_up = true;
         // Read before loading: what the load returns is current for this epoch.
-        let epoch = self.shared.epoch();
+        let epoch = self.env.epoch();
         let from = self.state.last_created_at;
-        let store = Arc::clone(&self.shared.store);
+        let store = Arc::clone(&self.env.store);
         let (team_id, ticket_id) = (self.state.team_id, self.state.id);
-        let timeout = self.shared.config.write_timeout;
+        let timeout = self.env.config.write_timeout;
         let load = async move {
             let fresh = store.load_ticket(team_id, ticket_id).await?;
             let page = match &fresh {
@@ -453,11 +473,11 @@ impl TicketActor {
         res: Result<(Option<TicketState>, MessagePage), StoreError>,
         ctx: &mut Context<Self>,
     ) {
-        self.shared.stats.handled();
+        self.env.stats.handled();
         match res {
             Err(_) => {
                 // Unknown: answer reads from the database until our next commit.
-                self.shared.stats.error();
+                self.env.stats.error();
                 self.recent.invalidate();
                 self.publish();
             }
@@ -467,7 +487,7 @@ impl TicketActor {
                 self.subscribers = None;
                 self.recent.invalidate();
                 self.publish();
-                self.evict(ctx);
+                self.retire(ctx);
             }
             Ok((Some(fresh), page)) => {
                 self.epoch = epoch;
@@ -497,12 +517,12 @@ impl TicketActor {
     }
 
     fn recent_capacity(&self) -> usize {
-        self.shared.config.recent_capacity
+        self.env.config.recent_capacity
     }
 
     /// Without a trusted change feed, a watched ticket looks for changes made elsewhere.
     fn poll_if_untrusted(&mut self, ctx: &mut Context<Self>) {
-        if !self.shared.memory_trusted() && self.subscribers.is_some() {
+        if !self.env.memory_trusted() && self.subscribers.is_some() {
             self.catch_up(ctx);
         }
     }
@@ -519,10 +539,10 @@ impl TicketActor {
             self.subscribers = None;
         }
         let idle =
-            self.last_used.elapsed() >= self.shared.config.idle_after && self.subscribers.is_none();
+            self.last_used.elapsed() >= self.env.config.idle_after && self.subscribers.is_none();
         if idle && !self.in_flight && self.pending.is_empty() {
-            self.shared.stats.evicted();
-            self.evict(ctx);
+            self.env.stats.evicted();
+            self.retire(ctx);
         }
     }
 }
@@ -531,10 +551,10 @@ impl Actor for TicketActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.shared.stats.started();
-        ctx.set_mailbox_capacity(self.shared.config.mailbox_capacity);
+        self.env.stats.started();
+        ctx.set_mailbox_capacity(self.env.config.mailbox_capacity);
         let every = self
-            .shared
+            .env
             .config
             .idle_after
             .max(std::time::Duration::from_millis(10))
@@ -547,29 +567,24 @@ impl Actor for TicketActor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.fail_pending(TicketError::Unavailable("ticket actor stopped".into()));
-        self.shared.stats.stopped();
+        self.env.stats.stopped();
     }
 }
 
 impl Supervised for TicketActor {
     fn restarting(&mut self, ctx: &mut Self::Context) {
-        self.shared.stats.restarted();
+        self.env.stats.restarted();
         self.in_flight = false;
         self.recent.invalidate();
         self.publish();
         self.last_used = Instant::now();
+        self.retiring = false;
         if self.gone {
             return;
         }
-        // Heal the registry if an eviction raced a request that still held our address.
-        let view = Arc::clone(&self.view);
-        self.shared
-            .registry
-            .entry(self.state.id)
-            .or_insert_with(|| Live {
-                addr: ctx.address(),
-                view,
-            });
+        // Registered again if a retirement raced a request that still held our address.
+        self.supervisor
+            .restarted(self.state.id, ctx.address(), Arc::clone(&self.view));
     }
 }
 
@@ -581,8 +596,8 @@ impl Handler<Append> for TicketActor {
         if let Err(e) = self.check_access(msg.team_id, msg.visitor.as_ref()) {
             return Box::pin(async move { Err(e) });
         }
-        if self.pending.len() >= self.shared.config.max_pending || self.draining {
-            self.shared.stats.dropped();
+        if self.pending.len() >= self.env.config.max_pending || self.draining {
+            self.env.stats.dropped();
             return Box::pin(async { Err(TicketError::Overloaded) });
         }
         let (reply, rx) = oneshot::channel();
@@ -590,7 +605,7 @@ impl Handler<Append> for TicketActor {
             message: msg.message,
             reply,
         });
-        self.shared.stats.enqueued(1);
+        self.env.stats.enqueued(1);
         self.flush(ctx);
         Box::pin(async move {
             rx.await
@@ -617,7 +632,7 @@ impl Handler<Refresh> for TicketActor {
     type Result = ();
 
     fn handle(&mut self, msg: Refresh, _: &mut Self::Context) {
-        self.shared.stats.handled();
+        self.env.stats.handled();
         self.apply(msg.0);
         self.publish();
     }
@@ -627,11 +642,12 @@ impl Handler<Evict> for TicketActor {
     type Result = ();
 
     fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
+        // Sent by the supervisor, which has removed it from the registry already.
         self.gone = true;
         self.subscribers = None; // their streams end
         self.recent.invalidate();
         self.publish();
-        self.evict(ctx);
+        ctx.stop();
     }
 }
 
@@ -647,7 +663,7 @@ impl Handler<TypingElsewhere> for TicketActor {
     type Result = ();
 
     fn handle(&mut self, msg: TypingElsewhere, _: &mut Self::Context) {
-        self.shared.stats.handled();
+        self.env.stats.handled();
         self.broadcast(&TicketEvent::Typing {
             customer: msg.customer,
         });
@@ -666,7 +682,7 @@ impl Handler<Typing> for TicketActor {
     type Result = Result<(), TicketError>;
 
     fn handle(&mut self, msg: Typing, _: &mut Self::Context) -> Self::Result {
-        self.shared.stats.handled();
+        self.env.stats.handled();
         self.check_access(msg.team_id, msg.visitor.as_ref())?;
         self.broadcast(&TicketEvent::Typing {
             customer: msg.visitor.is_some(),
@@ -680,7 +696,7 @@ impl Handler<Subscribe> for TicketActor {
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
         self.last_used = Instant::now();
-        self.shared.stats.handled();
+        self.env.stats.handled();
         if let Err(e) = self.check_access(msg.team_id, msg.visitor.as_ref()) {
             return Box::pin(async move { Err(e) });
         }
@@ -688,14 +704,14 @@ impl Handler<Subscribe> for TicketActor {
             .subscribers
             .get_or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0);
         if tx.receiver_count() >= MAX_SUBSCRIBERS {
-            self.shared.stats.dropped();
+            self.env.stats.dropped();
             return Box::pin(async { Err(TicketError::Overloaded) });
         }
         let events = tx.subscribe();
-        let (include_private, shared) = (msg.include_private, Arc::clone(&self.shared));
+        let (include_private, env) = (msg.include_private, Arc::clone(&self.env));
         let status = self.state.status;
-        let limit = self.shared.config.replay_page;
-        let remembered = (self.shared.memory_trusted() && self.epoch == self.shared.epoch())
+        let limit = self.env.config.replay_page;
+        let remembered = (self.env.memory_trusted() && self.epoch == self.env.epoch())
             .then(|| self.recent.page(msg.after, limit, msg.include_private))
             .flatten();
         if let Some(page) = remembered {
@@ -706,11 +722,11 @@ impl Handler<Subscribe> for TicketActor {
                     has_more: page.has_more,
                     events,
                     include_private,
-                    shared,
+                    env,
                 })
             });
         }
-        let store = Arc::clone(&self.shared.store);
+        let store = Arc::clone(&self.env.store);
         let (team_id, ticket_id) = (self.state.team_id, self.state.id);
         Box::pin(async move {
             let page = store
@@ -722,7 +738,7 @@ impl Handler<Subscribe> for TicketActor {
                 has_more: page.has_more,
                 events,
                 include_private,
-                shared,
+                env,
             })
         })
     }

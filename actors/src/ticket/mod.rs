@@ -1,8 +1,12 @@
-//! Tickets: one [`TicketActor`] per live ticket, serializing its appends, and the
-//! [`TicketSupervisor`] with its registry ([`Tickets`]) that spawns, restarts and evicts them.
+//! Tickets: one [`TicketActor`] per live ticket, serializing its appends; the
+//! [`TicketSupervisor`], the one owner of their lifecycle and of the registry of live tickets
+//! (spawns, restarts, evictions, the shutdown drain); and the [`TicketRouter`] that HTTP
+//! handlers hold, which reads the registry and asks the supervisor only on a miss.
 
 mod actor;
+mod env;
 mod recent;
+mod router;
 mod supervisor;
 mod view;
 
@@ -10,8 +14,10 @@ pub use actor::{
     Append, Appended, CatchUp, Drain, EndStreams, Evict, Refresh, Subscribe, Subscription,
     TicketActor, TicketEvent, TicketPage, Typing, TypingElsewhere,
 };
+pub use env::TicketConfig;
 pub use recent::Recent;
-pub use supervisor::{TicketConfig, TicketSupervisor, Tickets};
+pub use router::TicketRouter;
+pub use supervisor::TicketSupervisor;
 
 /// Why a ticket operation was refused; the HTTP layer maps each to the contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
