@@ -22,6 +22,7 @@ mod security_restore;
 mod security_streams;
 mod shutdown;
 mod stream;
+mod ticket_rules;
 mod widget_post;
 mod widget_read;
 mod widget_v1;
