@@ -6,10 +6,12 @@
 //! gets its own outcome. A ticket's order is unchanged: its actor sends one batch at a time,
 //! and a transaction never carries two batches of one ticket.
 
-use super::messages::{author_name_for, last_public_at, replay_in, stored, Rows};
+use super::messages::{replay_in, stored, Rows};
 use super::{db_error, PgStore};
 use chrono::{DateTime, Utc};
-use colloquy_actors::domain::{assign_created_at, AuthorType, TicketStatus, Traits};
+use colloquy_actors::domain::{
+    apply_batch, merges_traits, stamp_batch, Stamp, TicketAfter, TicketBefore, TicketStatus, Traits,
+};
 use colloquy_actors::store::{AppendOutcome, AppendResult, NewMessage, StoreError};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -201,120 +203,110 @@ impl PgStore {
     }
 
     /// The transaction: lock every ticket row (in id order, so concurrent transactions never
-    /// deadlock on each other), insert every message, update every ticket, commit. A ticket
-    /// that is gone answers "not found" without failing the others.
+    /// deadlock on each other), insert every message, update every ticket, commit. What the
+    /// rows become is computed by the ticket's rules (`colloquy_actors::domain::apply_batch`)
+    /// from what the lock read; the SQL only writes it. A ticket that is gone answers "not
+    /// found" without failing the others.
     async fn append_many(
         &self,
         jobs: &[Job],
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        // The stored traits are read only for the batches that merge some.
         let lock = tx
             .prepare_cached(
-                "SELECT id, team_id, status, last_created_at, clock_timestamp(),
-                        unread_customer_count, traits->>'name', version
+                "SELECT id, team_id, status, last_created_at, clock_timestamp(), message_count,
+                        unread_team_count, unread_customer_count, traits->>'name',
+                        CASE WHEN id = ANY($2) THEN traits END, version
                  FROM tickets WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             )
             .await
             .map_err(db_error)?;
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.ticket_id).collect();
+        let with_traits: Vec<Uuid> = jobs
+            .iter()
+            .filter(|j| merges_traits(&j.batch))
+            .map(|j| j.ticket_id)
+            .collect();
         let locked: HashMap<Uuid, tokio_postgres::Row> = tx
-            .query(&lock, &[&ids])
+            .query(&lock, &[&ids, &with_traits])
             .await
             .map_err(db_error)?
             .into_iter()
             .map(|r| (r.get(0), r))
             .collect();
 
-        // What each ticket had, and the timestamps and names of its new messages.
+        // What each ticket had, and its new messages' timestamps and author names.
         let mut plans: Vec<Option<Plan>> = Vec::with_capacity(jobs.len());
         let mut rows = Rows::default();
         for job in jobs {
-            let Some(row) = locked.get(&job.ticket_id) else {
-                plans.push(None);
-                continue;
-            };
-            if row.get::<_, Uuid>(1) != job.team_id {
-                plans.push(None);
-                continue;
-            }
-            let prev_last: Option<DateTime<Utc>> = row.get(3);
-            let times = assign_created_at(row.get(4), prev_last, job.batch.len());
-            let mut name: Option<String> = row.get(6);
-            // Names follow the traits as they are merged, message by message.
-            let mut names = Vec::with_capacity(job.batch.len());
-            for (m, at) in job.batch.iter().zip(&times) {
-                if let Some(n) = m.traits.as_ref().and_then(|t| t.get_str("name")) {
-                    name = Some(n.to_owned());
+            let plan = locked
+                .get(&job.ticket_id)
+                .filter(|row| row.get::<_, Uuid>(1) == job.team_id)
+                .map(|row| {
+                    let before = TicketBefore {
+                        status: TicketStatus::from_stored(row.get(2)),
+                        last_created_at: row.get(3),
+                        message_count: row.get(5),
+                        unread_team: row.get(6),
+                        unread_customer: row.get(7),
+                        name: row.get(8),
+                        traits: row
+                            .get::<_, Option<Json<serde_json::Value>>>(9)
+                            .map(|j| Traits::from_stored(j.0)),
+                    };
+                    let stamps = stamp_batch(&before, row.get(4), &job.batch);
+                    Plan {
+                        before,
+                        stamps,
+                        version: row.get(10),
+                    }
+                });
+            if let Some(plan) = &plan {
+                for (m, stamp) in job.batch.iter().zip(&plan.stamps) {
+                    let author = stamp.author_name.clone();
+                    rows.push((job.team_id, job.ticket_id), m, author, stamp.created_at);
                 }
-                let author = author_name_for(m, name.as_deref());
-                rows.push((job.team_id, job.ticket_id), m, author.clone(), *at);
-                names.push(author);
             }
-            plans.push(Some(Plan {
-                status_before: TicketStatus::from_stored(row.get(2)),
-                prev_last,
-                times,
-                names,
-                unread_customer: row.get(5),
-                version: row.get(7),
-            }));
+            plans.push(plan);
         }
         let inserted: HashSet<Uuid> = rows.insert(&tx).await?.into_iter().collect();
 
         let mut outcomes: Vec<Result<AppendOutcome, StoreError>> = Vec::with_capacity(jobs.len());
         let mut update = Updates::default();
         for (job, plan) in jobs.iter().zip(plans) {
-            let Some(plan) = plan else {
+            let Some(Plan {
+                before,
+                stamps,
+                version,
+            }) = plan
+            else {
                 outcomes.push(Err(StoreError::NotFound));
                 continue;
             };
+            let written: Vec<bool> = job.batch.iter().map(|m| inserted.contains(&m.id)).collect();
+            let after = apply_batch(&before, &job.batch, &stamps, &written);
             let mut results = Vec::with_capacity(job.batch.len());
-            let mut traits = Traits::default();
-            let (mut status, mut public, mut unread_team) = (plan.status_before, 0i32, 0i32);
-            let mut unread_customer = plan.unread_customer;
-            let (mut last_public, mut last_at) = (None::<&str>, None::<DateTime<Utc>>);
-            for ((m, at), author) in job.batch.iter().zip(plan.times).zip(plan.names) {
-                if !inserted.contains(&m.id) {
-                    results.push(AppendResult::Replayed(
-                        replay_in(&tx, job.team_id, m).await?,
-                    ));
-                    continue;
-                }
-                last_at = Some(at);
-                if m.author_type == AuthorType::Customer {
-                    if m.reopens {
-                        status = status.after_customer_message();
-                    }
-                    unread_team += 1;
-                    if let Some(t) = &m.traits {
-                        traits.merge(t);
-                    }
-                } else if !m.is_private {
-                    unread_customer += 1;
-                }
-                if !m.is_private {
-                    public += 1;
-                    last_public = Some(&m.content);
-                }
-                results.push(AppendResult::Stored(stored(m, author, at)));
+            for ((m, stamp), written) in job.batch.iter().zip(stamps).zip(written) {
+                results.push(if written {
+                    AppendResult::Stored(stored(m, stamp.author_name, stamp.created_at))
+                } else {
+                    AppendResult::Replayed(replay_in(&tx, job.team_id, m).await?)
+                });
             }
-            if let Some(last_at) = last_at {
-                update.ids.push(job.ticket_id);
-                update.statuses.push(status.as_str());
-                update.last_at.push(last_at);
-                update.public.push(public);
-                update.last_public.push(last_public.map(str::to_owned));
-                update.last_public_at.push(last_public_at(&results));
-                update.unread_team.push(unread_team);
-                update.unread_customer.push(unread_customer);
-                update.traits.push(Json(traits.to_json()));
+            let (status, unread_customer) = match &after {
+                Some(a) => (a.status, a.unread_customer),
+                None => (before.status, before.unread_customer),
+            };
+            if let Some(after) = after {
+                update.push(job.ticket_id, after);
             }
             outcomes.push(Ok(AppendOutcome {
-                prev_last_created_at: plan.prev_last,
+                prev_last_created_at: before.last_created_at,
                 status,
                 unread_customer,
-                version: plan.version,
+                version,
                 results,
             }));
         }
@@ -331,29 +323,40 @@ impl PgStore {
 
 /// What the lock query told about one ticket, and its batch's timestamps and author names.
 struct Plan {
-    status_before: TicketStatus,
-    prev_last: Option<DateTime<Utc>>,
-    times: Vec<DateTime<Utc>>,
-    names: Vec<Option<String>>,
-    unread_customer: i32,
+    before: TicketBefore,
+    stamps: Vec<Stamp>,
     version: i64,
 }
 
-/// Column arrays for one UPDATE of every ticket that got messages.
+/// Column arrays for one UPDATE of every ticket that got messages: what
+/// `apply_batch` computed, written as it is (a preview or traits left `NULL` stay).
 #[derive(Default)]
 struct Updates {
     ids: Vec<Uuid>,
     statuses: Vec<&'static str>,
     last_at: Vec<DateTime<Utc>>,
-    public: Vec<i32>,
+    message_counts: Vec<i32>,
     last_public: Vec<Option<String>>,
     last_public_at: Vec<Option<DateTime<Utc>>>,
     unread_team: Vec<i32>,
     unread_customer: Vec<i32>,
-    traits: Vec<Json<serde_json::Value>>,
+    traits: Vec<Option<Json<serde_json::Value>>>,
 }
 
 impl Updates {
+    fn push(&mut self, id: Uuid, after: TicketAfter) {
+        let (last_public, last_public_at) = after.last_public.unzip();
+        self.ids.push(id);
+        self.statuses.push(after.status.as_str());
+        self.last_at.push(after.last_created_at);
+        self.message_counts.push(after.message_count);
+        self.last_public.push(last_public);
+        self.last_public_at.push(last_public_at);
+        self.unread_team.push(after.unread_team);
+        self.unread_customer.push(after.unread_customer);
+        self.traits.push(after.traits.map(|t| Json(t.to_json())));
+    }
+
     /// Updates the tickets; returns each one's new row version.
     async fn run(
         &self,
@@ -362,19 +365,20 @@ impl Updates {
         if self.ids.is_empty() {
             return Ok(HashMap::new());
         }
+        // `traits` holds only the keys that change: set over the stored ones.
         let stmt = tx
             .prepare_cached(
                 "UPDATE tickets t SET status = u.status, last_created_at = u.last_at,
-                     message_count = t.message_count + u.public,
+                     message_count = u.message_count,
                      last_message = COALESCE(u.last_public, t.last_message),
                      last_message_at = COALESCE(u.last_public_at, t.last_message_at),
-                     unread_team_count = t.unread_team_count + u.unread_team,
+                     unread_team_count = u.unread_team,
                      unread_customer_count = u.unread_customer,
-                     traits = colloquy_merge_traits(t.traits, u.traits),
+                     traits = CASE WHEN u.traits IS NULL THEN t.traits ELSE t.traits || u.traits END,
                      version = t.version + 1
                  FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::text[],
                              $6::timestamptz[], $7::int[], $8::int[], $9::jsonb[])
-                      AS u(id, status, last_at, public, last_public, last_public_at,
+                      AS u(id, status, last_at, message_count, last_public, last_public_at,
                            unread_team, unread_customer, traits)
                  WHERE t.id = u.id
                  RETURNING t.id, t.version",
@@ -388,7 +392,7 @@ impl Updates {
                     &self.ids,
                     &self.statuses,
                     &self.last_at,
-                    &self.public,
+                    &self.message_counts,
                     &self.last_public,
                     &self.last_public_at,
                     &self.unread_team,

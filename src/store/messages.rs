@@ -5,11 +5,11 @@ use super::{db_error, PgStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use colloquy_actors::domain::{
-    assign_created_at, AuthorType, DistinctId, TicketStatus, VisitorKey,
+    apply_batch, stamp_batch, AuthorType, DistinctId, TicketBefore, TicketStatus, VisitorKey,
 };
 use colloquy_actors::store::{
-    AppendOutcome, AppendResult, MessagePage, NewBlock, NewMessage, NewTicket, Opened, Replay,
-    Store, StoreError, StoredMessage, SuspicionFlag, TicketState,
+    AppendOutcome, MessagePage, NewBlock, NewMessage, NewTicket, Opened, Replay, Store, StoreError,
+    StoredMessage, SuspicionFlag, TicketState,
 };
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
@@ -126,15 +126,6 @@ pub(super) fn message_from_row(r: &Row) -> StoredMessage {
     }
 }
 
-/// A customer message without a name of its own is labelled with the visitor's `name` trait.
-pub(super) fn author_name_for(m: &NewMessage, ticket_name: Option<&str>) -> Option<String> {
-    match (&m.author_name, m.author_type) {
-        (Some(n), _) => Some(n.clone()),
-        (None, AuthorType::Customer) => ticket_name.map(str::to_owned),
-        (None, _) => None,
-    }
-}
-
 impl PgStore {
     /// The first write of an idempotency key, if any.
     pub async fn find_replay(
@@ -237,24 +228,35 @@ impl Store for PgStore {
             .await
             .map_err(db_error)?;
         let number: i64 = row.get(0);
-        let created_at = assign_created_at(row.get(1), None, 1)
-            .into_iter()
-            .next()
-            .unwrap_or_else(Utc::now);
+        // The first message is a batch of one on a ticket that has nothing yet.
+        let first = std::slice::from_ref(&t.first);
+        let before = TicketBefore::opening(t.traits);
+        let stamps = stamp_batch(&before, row.get(1), first);
+        let (Some(stamp), Some(after)) = (
+            stamps.first(),
+            apply_batch(&before, first, &stamps, &[true]),
+        ) else {
+            return Err(StoreError::Internal(
+                "a first message without a place".into(),
+            ));
+        };
+        let mut traits = before.traits.unwrap_or_default();
+        if let Some(changed) = &after.traits {
+            traits.merge(changed);
+        }
+        let (last_public, last_public_at) = after.last_public.unzip();
         let (distinct_id, session) = match &t.owner {
             VisitorKey::DistinctId(d) => (Some(d.as_str()), None),
             VisitorKey::Verified(d) => (Some(d.as_str()), None),
             VisitorKey::WidgetSession(s) => (None, Some(*s)),
         };
-        let first = &t.first;
-        let (public, customer) = (!first.is_private, first.author_type == AuthorType::Customer);
         let insert = tx
             .prepare_cached(
                 "INSERT INTO tickets (id, team_id, ticket_number, distinct_id, widget_session_id,
                      linked_distinct_id, claimed_distinct_id, traits, status,
-                     unread_team_count, message_count, last_message, last_message_at,
-                     last_created_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'new', $9, $10, $11, $12, $13, $13)",
+                     unread_team_count, unread_customer_count, message_count, last_message,
+                     last_message_at, last_created_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
             )
             .await
             .map_err(db_error)?;
@@ -268,22 +270,28 @@ impl Store for PgStore {
                 &session,
                 &t.linked_distinct_id,
                 &t.claimed_distinct_id,
-                &Json(t.traits.to_json()),
-                &i32::from(customer),
-                &i32::from(public),
-                &public.then_some(first.content.as_str()),
-                &public.then_some(created_at),
-                &created_at,
+                &Json(traits.to_json()),
+                &after.status.as_str(),
+                &after.unread_team,
+                &after.unread_customer,
+                &after.message_count,
+                &last_public,
+                &last_public_at,
+                &after.last_created_at,
             ],
         )
         .await
         .map_err(db_error)?;
-        let author_name = author_name_for(first, t.traits.get_str("name"));
         let mut rows = Rows::default();
-        rows.push((t.team_id, t.id), first, author_name.clone(), created_at);
+        rows.push(
+            (t.team_id, t.id),
+            &t.first,
+            stamp.author_name.clone(),
+            stamp.created_at,
+        );
         if rows.insert(&tx).await?.is_empty() {
             // The idempotency key was used before: undo the ticket, answer with the first write.
-            let replay = replay_in(&tx, t.team_id, first).await?;
+            let replay = replay_in(&tx, t.team_id, &t.first).await?;
             tx.rollback().await.map_err(db_error)?;
             return Ok(Opened::Replayed(replay));
         }
@@ -297,12 +305,12 @@ impl Store for PgStore {
                     other => other,
                 },
                 linked_distinct_id: t.linked_distinct_id,
-                status: TicketStatus::New,
-                last_created_at: Some(created_at),
-                unread_customer: 0,
+                status: after.status,
+                last_created_at: Some(after.last_created_at),
+                unread_customer: after.unread_customer,
                 version: 0,
             },
-            message: stored(first, author_name, created_at),
+            message: stored(&t.first, stamp.author_name.clone(), stamp.created_at),
         })
     }
 
@@ -375,11 +383,4 @@ impl Store for PgStore {
             .map_err(db_error)?;
         Ok(())
     }
-}
-
-pub(super) fn last_public_at(results: &[AppendResult]) -> Option<DateTime<Utc>> {
-    results.iter().rev().find_map(|r| match r {
-        AppendResult::Stored(m) if !m.is_private => Some(m.created_at),
-        _ => None,
-    })
 }

@@ -23,6 +23,7 @@ mod security_streams;
 mod shutdown;
 mod stream;
 mod supervisor;
+mod ticket_rules;
 mod widget_post;
 mod widget_read;
 mod widget_v1;
