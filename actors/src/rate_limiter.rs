@@ -262,6 +262,9 @@ pub trait SharedBudgets: Send + Sync + 'static {
     /// Nodes sharing the budgets now, this one included: while the store is away each node
     /// allows `limit / live_nodes`, so the cluster as a whole stays near the limit.
     fn live_nodes(&self) -> usize;
+
+    /// Calls made to the store since start (operations per request, for the benchmarks).
+    fn calls(&self) -> u64;
 }
 
 /// What one admitted request charged, wherever it was charged.
@@ -332,6 +335,8 @@ pub struct BudgetsStatus {
     pub fallbacks: u64,
     /// Checks decided locally because the shared store was unreachable.
     pub fallback_checks: u64,
+    /// Calls made to the shared store since start (0 without one).
+    pub store_calls: u64,
 }
 
 /// What the handle and every team's actor share.
@@ -672,6 +677,7 @@ impl RateLimiters {
             live_nodes,
             fallbacks: self.reg.fallbacks.load(Relaxed),
             fallback_checks: self.reg.fallback_checks.load(Relaxed),
+            store_calls: self.reg.shared.as_ref().map_or(0, |s| s.calls()),
         }
     }
 
@@ -865,10 +871,16 @@ mod tests {
             }]
         };
         assert!(limiters.check_gated(team, gate(), tight()).await.is_ok());
-        let r = limiters.check_gated(team, gate(), tight()).await.unwrap_err();
+        let r = limiters
+            .check_gated(team, gate(), tight())
+            .await
+            .unwrap_err();
         assert_eq!(r.tier, Tier::MessageDistinctId);
         assert!(limiters.check_gated(team, gate(), vec![]).await.is_ok());
-        let r = limiters.check_gated(team, gate(), vec![]).await.unwrap_err();
+        let r = limiters
+            .check_gated(team, gate(), vec![])
+            .await
+            .unwrap_err();
         assert_eq!(r.tier, Tier::WidgetIp, "three requests paid the gate");
     }
 
@@ -898,7 +910,11 @@ mod tests {
             "team b has its own budget"
         );
         let s = limiters.stats();
-        assert_eq!((s.alive, s.handled), (2, 81), "one actor per team, every check");
+        assert_eq!(
+            (s.alive, s.handled),
+            (2, 81),
+            "one actor per team, every check"
+        );
     }
 
     #[actix::test]
@@ -963,6 +979,9 @@ mod tests {
         fn live_nodes(&self) -> usize {
             2
         }
+        fn calls(&self) -> u64 {
+            self.calls.load(Relaxed) as u64
+        }
     }
 
     #[actix::test]
@@ -991,7 +1010,11 @@ mod tests {
         let b = limiters.budgets();
         assert_eq!((b.mode, b.live_nodes, b.fallbacks), ("fallback", 2, 1));
         assert_eq!(b.fallback_checks, 20);
-        assert_eq!(shared.calls.load(Relaxed), 20, "no waiting on a store known down");
+        assert_eq!(
+            shared.calls.load(Relaxed),
+            20,
+            "no waiting on a store known down"
+        );
 
         shared.down.store(false, Relaxed);
         assert_eq!(admitted(limiters.clone(), "c").await, 10);
@@ -1018,6 +1041,9 @@ mod tests {
             }
             fn live_nodes(&self) -> usize {
                 3
+            }
+            fn calls(&self) -> u64 {
+                0
             }
         }
         let limiters = RateLimiters::new(MAX_KEYS, Some(Arc::new(Flaky)));

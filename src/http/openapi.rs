@@ -1091,11 +1091,30 @@ pub struct PoolStats {
     pub waiting: u64,
 }
 
+/// Where rate budgets are decided (`colloquy_actors::rate_limiter::BudgetsStatus`).
+#[derive(Serialize, ToSchema)]
+pub struct RateLimitBudgets {
+    /// `local` (no `REDIS_URL`), `cluster` (Redis decides) or `fallback` (Redis unreachable:
+    /// each node allows limit / `live_nodes`).
+    pub mode: String,
+    /// Nodes sharing the budgets, this one included.
+    pub live_nodes: u64,
+    /// Times Redis was given up for local budgets since start.
+    pub fallbacks: u64,
+    /// Checks decided locally while Redis was unreachable.
+    pub fallback_checks: u64,
+    /// Calls made to Redis for budgets since start.
+    pub store_calls: u64,
+}
+
 /// `GET /api/ops/actors`.
 #[derive(Serialize, ToSchema)]
 pub struct Actors {
-    /// Rate limiters.
+    /// Rate limiters: one actor per active team on this node.
     pub rate_limiters: ActorStats,
+    /// Where rate budgets are decided: this node alone, the cluster's Redis, or this node's
+    /// share while Redis is away.
+    pub rate_limit_budgets: RateLimitBudgets,
     /// Ticket actors.
     pub ticket_actors: ActorStats,
     /// The suspicion detector.

@@ -147,6 +147,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     require_admin(&req, &state)?;
     let m = &state.metrics;
     m.set_actor("rate_limiter", &state.limiters.stats());
+    m.set_budgets(&state.limiters.budgets());
     m.set_actor("ticket", &state.tickets.stats());
     m.set_actor("suspicion_detector", &state.suspicion.stats());
     m.set_actor("mailer", &state.mailer.stats());
@@ -208,6 +209,7 @@ async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     let (requests, server_errors) = state.metrics.requests_answered();
     Ok(HttpResponse::Ok().json(json!({
         "rate_limiters": state.limiters.stats(),
+        "rate_limit_budgets": state.limiters.budgets(),
         "rate_limiter_keys_per_team": state
             .limiters
             .keys_per_team()

@@ -93,24 +93,23 @@ struct MessageCreated {
 /// visitor: the IP's block, then the team's per-IP budget (`widget_ip_per_minute`; IPv6 by
 /// its /64). Never taken back: requests refused later still cost their sender, so one IP
 /// cannot flood a tenant with refused requests. The honeypot passes this gate alone.
-pub(super) fn admit_ip(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
+pub(super) async fn admit_ip(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
     if state.blocks.is_blocked(team.id, ip, None) {
         return Err(ApiError::Blocked);
     }
-    ip_gate(state, team, ip)
-}
-
-/// The per-IP budget of [`admit_ip`], once the IP's block was checked.
-fn ip_gate(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
-    let gate = [RateCheck {
-        tier: Tier::WidgetIp,
-        key: ip_key(ip),
-        limit: Limit::per_minute(team.rate_limits.widget_ip_per_minute),
-    }];
-    match state.limiters.check(team.id, &gate) {
+    match state.limiters.check(team.id, ip_gate(team, ip)).await {
         Ok(_kept) => Ok(()),
         Err(r) => Err(refused(state, team, r, None, ip)),
     }
+}
+
+/// The per-IP budget of [`admit_ip`], charged with the endpoint's budgets in one step.
+fn ip_gate(team: &Team, ip: IpAddr) -> Vec<RateCheck> {
+    vec![RateCheck {
+        tier: Tier::WidgetIp,
+        key: ip_key(ip),
+        limit: Limit::per_minute(team.rate_limits.widget_ip_per_minute),
+    }]
 }
 
 /// An IP as a rate-limit key: what `ip.to_string()` writes, without the formatting
@@ -161,14 +160,14 @@ fn refused(
 }
 
 /// Admission of a widget request naming one visitor key: see [`admit_as`].
-pub(super) fn admit(
+pub(super) async fn admit(
     state: &AppState,
     team: &Team,
     checks: Vec<RateCheck>,
     ip: IpAddr,
     visitor: Option<&str>,
 ) -> Result<Charged, ApiError> {
-    admit_as(state, team, checks, ip, visitor.as_slice())
+    admit_as(state, team, checks, ip, visitor.as_slice()).await
 }
 
 /// Admission of a widget request: blocks on the IP and on every visitor key the request
@@ -176,7 +175,7 @@ pub(super) fn admit(
 /// is counted and reported to the suspicion detector. The budgets' charges come back as
 /// [`Charged`]: a handler whose request is then refused (`403`, `404`, …) settles its result
 /// through it, so refused requests leave no rate-limit keys behind.
-pub(super) fn admit_as(
+pub(super) async fn admit_as(
     state: &AppState,
     team: &Team,
     checks: Vec<RateCheck>,
@@ -194,18 +193,29 @@ pub(super) fn admit_as(
     if blocked {
         return Err(ApiError::Blocked);
     }
-    ip_gate(state, team, ip)?;
     state
         .limiters
-        .check(team.id, &checks)
-        .map_err(|r| refused(state, team, r, visitors.first().copied(), ip))
+        .check_gated(team.id, ip_gate(team, ip), checks)
+        .await
+        .map_err(|r| {
+            // the per-IP gate's refusal is the IP's, not the visitor's
+            let visitor = visitors
+                .first()
+                .copied()
+                .filter(|_| r.tier != Tier::WidgetIp);
+            refused(state, team, r, visitor, ip)
+        })
 }
 
 /// A honeypot hit on either surface: it passes the per-IP gate (so a bot's flood is
 /// limited like any other traffic) and is reported against the IP only — the distinct_id a
 /// bot names is unproven, and naming a victim's must never flag the victim.
-pub(super) fn honeypot_hit(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
-    admit_ip(state, team, ip)?;
+pub(super) async fn honeypot_hit(
+    state: &AppState,
+    team: &Team,
+    ip: IpAddr,
+) -> Result<(), ApiError> {
+    admit_ip(state, team, ip).await?;
     state.suspicion.observe(Observation::Honeypot {
         team_id: team.id,
         ip,
@@ -251,7 +261,7 @@ async fn post_message(
     let ip = extract::peer_ip(&req, &state);
     let body = json_object(&req, payload).await?;
     if honeypot_filled(&body) {
-        honeypot_hit(&state, &team, ip)?;
+        honeypot_hit(&state, &team, ip).await?;
         return Ok(decoy(&body));
     }
     let input = MessageInput::parse(&body)?;
@@ -269,7 +279,8 @@ async fn post_message(
                 vec![read_check(&team, "messages", &input.distinct_id)],
                 ip,
                 Some(input.distinct_id.as_str()),
-            )?;
+            )
+            .await?;
             return charged.settle(replayed(&state, &team, replay).await);
         }
     }
@@ -292,7 +303,7 @@ async fn post_message(
             limit: Limit::per_hour(limits.message_team_per_hour),
         },
     ];
-    let charged = admit(&state, &team, checks, ip, Some(input.distinct_id.as_str()))?;
+    let charged = admit(&state, &team, checks, ip, Some(input.distinct_id.as_str())).await?;
 
     let features = TextFeatures::of(input.message.as_str());
     let opened_ticket = input.ticket_id.is_none();
@@ -512,7 +523,8 @@ async fn get_messages(
         vec![read_check(&team, "messages", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
-    )?;
+    )
+    .await?;
 
     let page = charged.settle(
         state
@@ -590,7 +602,8 @@ async fn get_tickets(
         vec![read_check(&team, "tickets", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
-    )?;
+    )
+    .await?;
 
     let listing = charged.settle(
         state
@@ -655,7 +668,8 @@ async fn mark_read(
         vec![read_check(&team, "read", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
-    )?;
+    )
+    .await?;
     charged.settle(mark_read_by(&state, team.id, ticket_id, key).await)
 }
 
@@ -714,7 +728,8 @@ async fn typing(
         vec![read_check(&team, "typing", &distinct_id)],
         ip,
         Some(distinct_id.as_str()),
-    )?;
+    )
+    .await?;
     charged.settle(state.tickets.typing(team.id, ticket_id, Some(key)).await)?;
     state.cluster.typing(ticket_id, true);
     Ok(HttpResponse::NoContent().finish())

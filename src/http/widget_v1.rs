@@ -113,7 +113,7 @@ fn access(
 /// This surface's budgets: per session (or IP) per minute, and the team's reads or writes,
 /// after the per-IP gate and the block list. Blocks apply to every key the request names:
 /// its session, its verified identity and the distinct_id a POST links (`linked`).
-fn admit_v1(
+async fn admit_v1(
     state: &AppState,
     team: &Team,
     who: &Access,
@@ -150,7 +150,7 @@ fn admit_v1(
         .into_iter()
         .flatten()
         .collect();
-    admit_as(state, team, checks, ip, &visitors)
+    admit_as(state, team, checks, ip, &visitors).await
 }
 
 /// Traits as the SDK sends them (`{name, email}`, often nulls): scalars kept, the rest
@@ -212,7 +212,7 @@ async fn post_message(
     let ip = extract::peer_ip(&req, &state);
     let body = json_object(&req, payload).await?;
     if truthy(body.get("_hp")) {
-        honeypot_hit(&state, &team, ip)?;
+        honeypot_hit(&state, &team, ip).await?;
         return Err(ApiError::invalid("_hp", "this field must be empty"));
     }
     let who = access(
@@ -247,7 +247,7 @@ async fn post_message(
         }
     }
     let traits = lenient_traits(body.get("traits"));
-    let charged = admit_v1(&state, &team, &who, linked, ip, true)?;
+    let charged = admit_v1(&state, &team, &who, linked, ip, true).await?;
 
     let features = TextFeatures::of(message.as_str());
     let opened_ticket = ticket_id.is_none();
@@ -394,7 +394,7 @@ async fn get_messages(
     let limit = extract::clamped(&q, "limit", 500, 1, 500)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_v1(&state, &team, &who, None, ip, false)?;
+    let charged = admit_v1(&state, &team, &who, None, ip, false).await?;
     let page = state
         .tickets
         .read(
@@ -452,7 +452,7 @@ async fn mark_read(
         opt_str(&body, "identity_hash")?,
     )?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_v1(&state, &team, &who, None, ip, true)?;
+    let charged = admit_v1(&state, &team, &who, None, ip, true).await?;
     charged.settle(super::widget::mark_read_by(&state, team.id, ticket_id, who.key).await)
 }
 
@@ -493,7 +493,7 @@ async fn get_tickets(
     let limit = extract::clamped(&q, "limit", 100, 1, 500)?;
     let offset = extract::clamped(&q, "offset", 0, 0, 1_000_000_000)?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_v1(&state, &team, &who, None, ip, false)?;
+    let charged = admit_v1(&state, &team, &who, None, ip, false).await?;
     let listing = state
         .store
         .visitor_tickets(team.id, &who.key, status, limit, offset)
