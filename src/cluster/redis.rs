@@ -22,6 +22,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// How often an unhealthy handle pings Redis to find it back.
 pub const PROBE_EVERY: Duration = Duration::from_millis(200);
 
+/// How often a healthy handle pings Redis when no call did lately, so an outage is noticed
+/// (and reported) within a second also without traffic.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+
 /// A cheap-to-clone handle on the cluster's Redis, shared by whatever needs it.
 #[derive(Clone)]
 pub struct RedisHandle {
@@ -39,7 +43,8 @@ struct Inner {
 
 impl RedisHandle {
     /// Parses `url` (a bad URL stops the server with a sentence naming it) and starts
-    /// connecting in the background; must run on a tokio runtime. Healthy until a call fails.
+    /// connecting in the background, with a watch that pings Redis when idle; must run on a
+    /// tokio runtime. Healthy until a call fails.
     pub fn connect(url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a Redis URL ({e})"))?;
@@ -51,7 +56,7 @@ impl RedisHandle {
             .set_max_delay(PROBE_EVERY);
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| anyhow::anyhow!("Redis connection manager for REDIS_URL: {e}"))?;
-        Ok(Self {
+        let me = Self {
             conn,
             inner: Arc::new(Inner {
                 healthy: AtomicBool::new(true),
@@ -60,7 +65,10 @@ impl RedisHandle {
                 failures: AtomicU64::new(0),
                 outages: AtomicU64::new(0),
             }),
-        })
+        };
+        let watch = me.clone();
+        tokio::spawn(async move { watch.watch().await });
+        Ok(me)
     }
 
     /// Whether Redis answered the last call (or the last probe).
@@ -109,6 +117,26 @@ impl RedisHandle {
         if !self.inner.probing.swap(true, Ordering::AcqRel) {
             let me = self.clone();
             tokio::spawn(async move { me.probe().await });
+        }
+    }
+
+    /// While healthy and idle, pings every [`WATCH_EVERY`] (a failed ping starts the probe).
+    async fn watch(self) {
+        let mut seen = u64::MAX;
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let calls = self.inner.calls.load(Ordering::Relaxed);
+            if self.is_healthy() && calls == seen {
+                let ping = self
+                    .call(|mut conn| async move {
+                        redis::cmd("PING").query_async::<String>(&mut conn).await
+                    })
+                    .await;
+                if ping.is_err() {
+                    tracing::debug!("Redis watch: ping failed");
+                }
+            }
+            seen = self.inner.calls.load(Ordering::Relaxed);
         }
     }
 
