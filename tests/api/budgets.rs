@@ -269,3 +269,22 @@ async fn without_redis_a_node_counts_alone_in_per_team_actors() {
     assert_eq!(limiters["alive"], 2, "one actor per team: {stats}");
     assert_eq!(limiters["handled"], 7, "one check per request: {stats}");
 }
+
+#[test]
+fn compose_yaml_gives_the_nodes_a_shared_redis() {
+    let text = include_str!("../../compose.yaml");
+    let mut doc: serde_norway::Value =
+        serde_norway::from_str(text).expect("compose.yaml is valid YAML");
+    doc.apply_merge().expect("compose.yaml's merge keys apply");
+    let services = &doc["services"];
+    let image = services["redis"]["image"].as_str().unwrap_or_default();
+    assert!(image.starts_with("redis:7"), "a Redis 7 service: {image:?}");
+    for node in ["node-a", "node-b"] {
+        let env = &services[node]["environment"];
+        assert_eq!(
+            env["REDIS_URL"].as_str(),
+            Some("redis://redis:6379"),
+            "{node}"
+        );
+    }
+}
