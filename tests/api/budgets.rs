@@ -115,6 +115,12 @@ async fn twenty_posts_by_one_visitor_alternating_two_nodes_admit_the_limit_not_t
         stats["rate_limiters"]["alive"].as_i64().unwrap() >= 1,
         "{stats}"
     );
+    let calls = |v: &Value| v["rate_limit_budgets"]["store_calls"].as_u64().unwrap();
+    assert_eq!(
+        calls(&stats) + calls(&actors(&b).await),
+        20,
+        "one Redis operation per request"
+    );
 }
 
 #[actix_web::test]
