@@ -32,6 +32,14 @@
 #             not answered by the other's poll within 1 s), nothing acknowledged lost, and each
 #             node must trust its memory again (GET /api/ops/cluster: memory_trusted, after
 #             times_distrusted went up): that time is the recovery.
+#   cluster-redis  the same topology (its nodes' REDIS_URL: a private redis-server that
+#             scripts/cluster.sh started) under the same load; Redis is killed with SIGKILL,
+#             kept down 10 s (CHAOS_REDIS_DOWN_SECS), started again (empty). No
+#             5xx at all (503 included), nothing acknowledged lost or doubled; both nodes report
+#             `fallback` budgets within 1 s of the kill (GET /api/ops/actors) and `cluster`
+#             again by themselves after the restart; a team with 10 messages a minute per visitor
+#             admits about 10 of 20 POSTs through the load balancer during the outage (each node
+#             its share, 10 / 2) and at most 11 after it.
 #
 # Crash and overload use a fresh database colloquy_chaos_<random> on the server found by
 # scripts/dev-db.sh (dropped at the end). Prints a table; exits non-zero if any check fails.
@@ -41,12 +49,13 @@
 #   scripts/chaos.sh --short      CI form (~1.5 minutes): 2 crash rounds, 5 s outage and freeze, 200-client overload,
 #                                 the two cluster scenarios (~30 s together)
 #   scripts/chaos.sh --only crash,outage
-#   scripts/chaos.sh --only cluster-kill,cluster-feed   the cluster scenarios only
+#   scripts/chaos.sh --only cluster-kill,cluster-feed,cluster-redis   the cluster scenarios only
 #
 # Environment (optional):
 #   CHAOS_CRASH_ROUNDS       kill -9 rounds (full 5, short 2)
 #   CHAOS_WORKERS            concurrent clients of the crash/outage load (default 32)
 #   CHAOS_OUTAGE_SECS        how long the database stays down (full 10, short 5)
+#   CHAOS_REDIS_DOWN_SECS    how long the cluster's Redis stays down (default 10)
 #   CHAOS_OVERLOAD_CONNS     concurrent clients of the overload (full 1500, short 200)
 #   CHAOS_OVERLOAD_SECS      overload duration (full 20, short 4)
 #   CHAOS_CLIENT_ARGS        extra arguments for the crash/outage/freeze load clients, e.g.
@@ -65,7 +74,7 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/colloquy/target}"
 
 SHORT=0
-ONLY="crash,outage,freeze,overload,cluster-kill,cluster-feed"
+ONLY="crash,outage,freeze,overload,cluster-kill,cluster-feed,cluster-redis"
 while (($#)); do
     case "$1" in
         --short) SHORT=1 ;;
@@ -98,6 +107,7 @@ else
     OVERLOAD_SECS="${CHAOS_OVERLOAD_SECS:-20}"
 fi
 LOAD_WORKERS="${CHAOS_WORKERS:-32}"
+REDIS_DOWN_SECS="${CHAOS_REDIS_DOWN_SECS:-10}"
 RSS_LIMIT_MB="${CHAOS_RSS_LIMIT_MB:-1024}"
 PG_PORT="${CHAOS_PG_PORT:-55433}"
 PG_DIR="${CHAOS_PG_DIR:-$ROOT/.data/chaos-pg}"
@@ -573,7 +583,9 @@ overload() {
 
 # --- cluster (scripts/cluster.sh) ---------------------------------------------------------
 cluster_cmd() { # cluster_cmd ARGS… — scripts/cluster.sh on this run's cluster directory
+    # A private redis-server (when installed), which cluster-redis may kill.
     CLUSTER_DIR="$RUN_DIR/cluster" CLUSTER_NO_BUILD=1 CLUSTER_RELEASE="${CHAOS_RELEASE:-}" \
+        CLUSTER_REDIS="$(command -v redis-server >/dev/null 2>&1 && echo private || echo off)" \
         "$ROOT/scripts/cluster.sh" "$@"
 }
 
@@ -750,6 +762,118 @@ feed_recovery_ms() { # feed_recovery_ms LOG — ms from the last "change feed lo
 
 cluster_status() { curl -sS --max-time 2 -H "Authorization: Bearer $ADMIN_TOKEN_VALUE" "$1/api/ops/cluster" 2>/dev/null || echo '{}'; }
 
+# log_ms_after T LOG PATTERN — ms from T (epoch ms) to the first line of LOG matching
+# PATTERN stamped after T, or "never".
+log_ms_after() {
+    local line at
+    while IFS= read -r line; do
+        at="$(date -d "${line%% *}" +%s%3N 2>/dev/null)" || continue
+        if ((at >= $1)); then
+            echo $((at - $1))
+            return 0
+        fi
+    done < <(grep -a "$3" "$2")
+    echo never
+}
+
+# budgets_mode URL — the node's rate budget mode (local, cluster, fallback) or "?".
+budgets_mode() {
+    curl -sS --max-time 2 -H "Authorization: Bearer $ADMIN_TOKEN_VALUE" "$1/api/ops/actors" 2>/dev/null |
+        jq -r '.rate_limit_budgets.mode // "?"' 2>/dev/null || echo '?'
+}
+
+# until_modes MODE SECS — waits until both nodes report MODE; prints the ms it took (or "never").
+until_modes() {
+    local t0 deadline
+    t0="$(now_ms)" deadline=$(($(now_ms) + $2 * 1000))
+    while (($(now_ms) < deadline)); do
+        if [[ "$(budgets_mode "$NODE_A_URL") $(budgets_mode "$NODE_B_URL")" == "$1 $1" ]]; then
+            echo $(($(now_ms) - t0))
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo never
+    return 1
+}
+
+# limited_posts TOKEN N — N POSTs by one fresh visitor through the load balancer; prints
+# "CREATED OTHER" (201s, and answers neither 201 nor 429).
+limited_posts() {
+    local who i code created=0 other=0
+    who="redis-probe-$(rand_hex 6)@example.com"
+    for ((i = 0; i < $2; i++)); do
+        code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 3 -X POST "$BASE/api/conversations/widget/message" \
+            -H "X-Conversations-Token: $1" -H 'Content-Type: application/json' \
+            -d "{\"distinct_id\":\"$who\",\"message\":\"probe $i\"}" 2>/dev/null)" || code=000
+        case "$code" in 201) created=$((created + 1)) ;; 429) ;; *) other=$((other + 1)) ;; esac
+    done
+    echo "$created $other"
+}
+
+cluster_redis() {
+    section "cluster-redis: the nodes' Redis killed for ${REDIS_DOWN_SECS}s under load"
+    local s=cluster-redis token limited out cpid t_kill vline rc=0 sum all ok=1 down_ms up_ms during after
+    local seen_ms down_a down_b d
+    cluster_up || { fail $s "the cluster did not start"; return; }
+    [[ -n "${REDIS_PID:-}" ]] || { fail $s "the cluster has no private redis-server (install Debian's redis-server)"; return; }
+    token="$(create_team)" || { fail $s "could not create the team"; return; }
+    limited="$(curl -fsS --max-time 10 -X POST "$BASE/api/teams" \
+        -H "Authorization: Bearer $ADMIN_TOKEN_VALUE" -H 'Content-Type: application/json' \
+        -d '{"name":"chaos-limited","rate_limits":{"message_distinct_id_per_minute":10}}' | jq -er .public_token)" ||
+        { fail $s "could not create the limited team"; return; }
+    until_modes cluster 10 >/dev/null || { fail $s "the nodes do not use Redis before the kill"; return; }
+    out="$RUN_DIR/$s"
+    mkdir -p "$out"
+    # shellcheck disable=SC2086  # CHAOS_CLIENT_ARGS is a list of arguments
+    "$CLIENT" load --base "$BASE" --token "$token" --run "$s-$RID" --out "$out" \
+        --workers "$LOAD_WORKERS" --tickets 8 --new-every 25 --read-every 4 \
+        --duration-secs 300 --stop-file "$out/stop" ${CHAOS_CLIENT_ARGS:-} >"$out/summary" 2>"$out/client.err" &
+    cpid=$!
+    CLIENT_PIDS+=("$cpid")
+    sleep 2
+    t_kill="$(now_ms)"
+    kill -KILL "$REDIS_PID" 2>/dev/null || fail $s "redis-server (pid $REDIS_PID) was not running"
+    log "redis-server (pid $REDIS_PID) killed with SIGKILL; the load goes on"
+    seen_ms="$(until_modes fallback 5)" || { ok=0; fail $s "the nodes did not report fallback budgets"; }
+    # When each node switched (its warning's timestamp); the API poll above is an upper bound.
+    down_a="$(log_ms_after "$t_kill" "$RUN_DIR/cluster/node-a.log" 'shared rate budgets unreachable')"
+    down_b="$(log_ms_after "$t_kill" "$RUN_DIR/cluster/node-b.log" 'shared rate budgets unreachable')"
+    for d in "$down_a" "$down_b"; do
+        [[ "$d" =~ ^[0-9]+$ ]] && ((d <= 1000)) || { ok=0; fail $s "fallback budgets ${d} ms after the kill (> 1 s)"; }
+    done
+    down_ms="$down_a / $down_b"
+    during="$(limited_posts "$limited" 20)"
+    sleep "$(awk -v t="$REDIS_DOWN_SECS" -v e="$(($(now_ms) - t_kill))" 'BEGIN { r = t - e / 1000; print (r > 0 ? r : 0) }')"
+    cluster_cmd start-redis 2>>"$RUN_DIR/cluster-up.log" || { ok=0; fail $s "redis-server did not start again"; }
+    up_ms="$(until_modes cluster 10)" || { ok=0; fail $s "the nodes did not go back to Redis budgets"; }
+    after="$(limited_posts "$limited" 20)"
+    sleep 2
+    touch "$out/stop"
+    wait "$cpid" || fail $s "the load client failed ($(tail -n 3 "$out/client.err"))"
+    sum="$(cat "$out/summary")"
+    all="$("$CLIENT" analyze --responses "$out/responses.tsv" --recovery-after-ms "$t_kill")"
+    vline="$("$CLIENT" verify --db "$CLUSTER_DB_URL" --acks "$out/acks.tsv" 2>"$out/verify.err")" || rc=$?
+    log "whole run: $sum"
+    log "verify: $vline"
+    log "limited team, 20 POSTs by one visitor: during the outage ${during% *} created, after it ${after% *}"
+    ((rc == 0)) || { ok=0; fail $s "verification failed: $vline"; }
+    local n5xx=$(($(num "$all" bad_5xx) + $(num "$all" n_503_unavailable) + $(num "$all" n_503_overloaded) + $(num "$all" n_503_other)))
+    ((n5xx == 0)) || { ok=0; fail $s "$n5xx answers 5xx under the load"; }
+    ((${during#* } + ${after#* } == 0)) || { ok=0; fail $s "the limited team's POSTs got answers other than 201/429"; }
+    ((${during% *} >= 8 && ${during% *} <= 12)) ||
+        { ok=0; fail $s "during the outage ${during% *} of 20 admitted (each node 10 / 2 live nodes: about 10)"; }
+    ((${after% *} >= 10 && ${after% *} <= 11)) ||
+        { ok=0; fail $s "after Redis returned ${after% *} of 20 admitted (limit 10: at most 11)"; }
+    cluster_panics $s
+    CLUSTER_NOTES+=("cluster-redis: fallback budgets $down_ms ms after the kill (node logs, a / b; seen through /api/ops/actors on both within $seen_ms ms), Redis budgets again $up_ms ms after the restart (seen through the API); 20 POSTs by one visitor (limit 10/min): ${during% *} admitted during the outage, ${after% *} after it")
+    add_row "cluster-redis (Redis kill -9, ${REDIS_DOWN_SECS}s)" "$(num "$all" requests)" "$(num "$sum" acked)" \
+        "$(num "$vline" lost)" "$(num "$vline" duplicates)" "$(num "$all" bad_5xx)" \
+        "$(($(num "$all" n_503_unavailable) + $(num "$all" n_503_overloaded) + $(num "$all" n_503_other)))" \
+        "$(num "$all" n_429)" "$(($(num "$all" n_conn_error) + $(num "$all" n_timeout)))" \
+        "-" "${down_ms} ms to fallback (a / b), ${up_ms} ms back" "$( ((ok)) && echo PASS || echo FAIL)"
+}
+
 # --- run ----------------------------------------------------------------------------------
 T0=$SECONDS
 OVERLOAD_NOTE=""
@@ -759,6 +883,7 @@ OVERLOAD_NOTE=""
 [[ ",$ONLY," == *,overload,* ]] && overload
 [[ ",$ONLY," == *,cluster-kill,* ]] && cluster_kill
 [[ ",$ONLY," == *,cluster-feed,* ]] && cluster_feed
+[[ ",$ONLY," == *,cluster-redis,* ]] && cluster_redis
 if ((CLUSTER_STARTED)); then
     cluster_cmd down >/dev/null 2>&1 || log "could not stop the cluster in $RUN_DIR/cluster"
     CLUSTER_STARTED=0

@@ -18,6 +18,8 @@
 #   scripts/cluster.sh status       each node's /api/ops/cluster and the load balancer
 #   scripts/cluster.sh down         stop the nodes and HAProxy, drop the database
 #   scripts/cluster.sh start-node a|b   (re)start one node on its port (after a kill -9)
+#   scripts/cluster.sh start-redis  (re)start the cluster's private redis-server on its port
+#                                   (after scripts/chaos.sh killed it)
 #   scripts/cluster.sh --run CMD [ARG...]
 #                                   up, run CMD with BASE_URL (the load balancer), ADMIN_TOKEN,
 #                                   NODE_A_URL, NODE_B_URL, CLUSTER_DB_URL, CLUSTER_DIR,
@@ -33,6 +35,12 @@
 #   CLUSTER_DATABASE_URL serve this (migrated or empty) database instead of a fresh one; `down`
 #                        leaves it in place (scripts/bench.sh: its seeded database)
 #   CLUSTER_ADMIN_TOKEN  the nodes' ADMIN_TOKEN (default: a random one)
+#   CLUSTER_REDIS        where the nodes' shared rate budgets live (REDIS_URL of both nodes):
+#                        `auto` (default) Redis at $REDIS_URL or 127.0.0.1:6379 if it answers,
+#                        else a private redis-server on a free port, else none (with a warning:
+#                        each node then counts budgets alone); `on` the same but no Redis is an
+#                        error; `private` always a private redis-server (scripts/chaos.sh stops
+#                        it); `off` none
 #   CARGO_TARGET_DIR     default ~/.cache/colloquy/target
 #   DATABASE_URL         candidate PostgreSQL server (scripts/dev-db.sh)
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to both nodes
@@ -89,7 +97,7 @@ start_node() {
     # setsid: the node outlives this script (`up`) and gets no Ctrl-C meant for it.
     DATABASE_URL="$CLUSTER_DB_URL" BIND="127.0.0.1:$port" ADMIN_TOKEN="$ADMIN_TOKEN" \
         CHANGE_FEED="${CLUSTER_FEED:-postgres}" TRUSTED_PROXIES=127.0.0.1 LOG_FORMAT=text NO_COLOR=1 \
-        RUST_LOG="${RUST_LOG:-info}" setsid "$CLUSTER_BIN" serve >>"$logf" 2>&1 </dev/null 8>&- 9>&- &
+        RUST_LOG="${RUST_LOG:-info}" redis_env setsid "$CLUSTER_BIN" serve >>"$logf" 2>&1 </dev/null 8>&- 9>&- &
     pid=$!
     printf -v "$pid_var" '%s' "$pid"
     save_state
@@ -120,6 +128,8 @@ save_state() {
         printf 'CLUSTER_FEED=%q\nNODE_A_PORT=%q\nNODE_A_PID=%q\nNODE_B_PORT=%q\nNODE_B_PID=%q\n' \
             "${CLUSTER_FEED:-postgres}" "${NODE_A_PORT:-}" "${NODE_A_PID:-}" "${NODE_B_PORT:-}" "${NODE_B_PID:-}"
         printf 'LB_PORT=%q\nLB_PID=%q\nDB_SERVER_URL=%q\n' "${LB_PORT:-}" "${LB_PID:-}" "${DB_SERVER_URL:-}"
+        printf 'CLUSTER_REDIS_URL=%q\nREDIS_PID=%q\nREDIS_PORT=%q\n' \
+            "${CLUSTER_REDIS_URL:-}" "${REDIS_PID:-}" "${REDIS_PORT:-}"
     } >"$STATE.tmp"
     mv "$STATE.tmp" "$STATE"
 }
@@ -175,6 +185,80 @@ start_lb() {
     die "the load balancer did not answer within 15 s (log: $logf)"
 }
 
+# ----------------------------------------------------------------------------------- Redis
+# The nodes' shared rate budgets (docs/scale-out.md): CLUSTER_REDIS picks where they live;
+# CLUSTER_REDIS_URL (empty: none) is what both nodes get as REDIS_URL.
+
+# redis_env CMD… — becomes CMD (exec: run it in the background, `$!` is CMD's pid) with
+# REDIS_URL set to the cluster's Redis, or unset without one.
+redis_env() {
+    if [[ -n "${CLUSTER_REDIS_URL:-}" ]]; then
+        REDIS_URL="$CLUSTER_REDIS_URL" exec "$@"
+    else
+        exec env -u REDIS_URL "$@"
+    fi
+}
+
+redis_answers() { # HOST PORT: a PING is answered PONG
+    local reply
+    reply="$( (exec 3<>"/dev/tcp/$1/$2" && printf 'PING\r\n' >&3 && timeout 2 head -c 7 <&3) 2>/dev/null)" || return 1
+    [[ "$reply" == "+PONG"* ]]
+}
+
+# start_redis — the private redis-server on REDIS_PORT (a free port the first time), no
+# persistence: budgets are minutes long, a restarted Redis starts empty like a lost one.
+start_redis() {
+    command -v redis-server >/dev/null 2>&1 ||
+        die "redis-server is missing (Debian/Ubuntu: sudo apt-get install redis-server; or set CLUSTER_REDIS=off)"
+    REDIS_PORT="${REDIS_PORT:-$(free_port)}" || die "no free port for redis-server"
+    setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        >>"$CLUSTER_DIR/redis.log" 2>&1 </dev/null 8>&- 9>&- &
+    REDIS_PID=$!
+    CLUSTER_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+    save_state
+    local deadline=$((SECONDS + 10))
+    while ((SECONDS < deadline)); do
+        alive "$REDIS_PID" || { tail -n 20 "$CLUSTER_DIR/redis.log" >&2; die "redis-server exited (log: $CLUSTER_DIR/redis.log)"; }
+        redis_answers 127.0.0.1 "$REDIS_PORT" && return 0
+        sleep 0.1
+    done
+    die "redis-server did not answer on port $REDIS_PORT within 10 s"
+}
+
+# pick_redis — sets CLUSTER_REDIS_URL (and starts a private redis-server) per CLUSTER_REDIS.
+pick_redis() {
+    local mode="${CLUSTER_REDIS:-auto}" hostport host port
+    CLUSTER_REDIS_URL="" REDIS_PID="" REDIS_PORT=""
+    case "$mode" in
+        off) return 0 ;;
+        private) start_redis; return 0 ;;
+        auto | on) ;;
+        *) die "CLUSTER_REDIS must be auto, on, private or off (got '$mode')" ;;
+    esac
+    if [[ -n "${REDIS_URL:-}" ]]; then
+        CLUSTER_REDIS_URL="$REDIS_URL" # the operator's choice: the nodes will say if it is away
+        return 0
+    fi
+    hostport="127.0.0.1:6379" host="${hostport%:*}" port="${hostport##*:}"
+    if redis_answers "$host" "$port"; then
+        CLUSTER_REDIS_URL="redis://$hostport"
+    elif command -v redis-server >/dev/null 2>&1; then
+        start_redis
+    elif [[ "$mode" == on ]]; then
+        die "no Redis: none answers on 127.0.0.1:6379 and redis-server is missing (Debian/Ubuntu: sudo apt-get install redis-server)"
+    else
+        log "no Redis (none on 127.0.0.1:6379, no redis-server: Debian/Ubuntu: sudo apt-get install redis-server): each node counts rate budgets alone, so every limit is multiplied by 2"
+    fi
+}
+
+cmd_start_redis() {
+    load_state || die "no cluster state in $CLUSTER_DIR"
+    [[ -n "${REDIS_PORT:-}" ]] || die "this cluster has no private redis-server (CLUSTER_REDIS=private)"
+    alive "${REDIS_PID:-}" && die "redis-server is running (pid $REDIS_PID)"
+    start_redis
+    log "redis-server up again on port $REDIS_PORT (pid $REDIS_PID)"
+}
+
 cmd_up() {
     if load_state && { alive "${NODE_A_PID:-}" || alive "${NODE_B_PID:-}" || alive "${LB_PID:-}"; }; then
         die "a cluster already runs from $CLUSTER_DIR (scripts/cluster.sh down first, or set CLUSTER_DIR)"
@@ -209,6 +293,7 @@ cmd_up() {
     save_state
     # A start that fails half-way leaves nothing running.
     trap 'rc=$?; ((rc == 0)) || cmd_down; exit $rc' EXIT
+    pick_redis
     # Node a first: it runs the migrations; b starts on the migrated database.
     start_node a
     start_node b
@@ -227,6 +312,7 @@ cmd_up() {
    admin token:                          $ADMIN_TOKEN
    database:                             $CLUSTER_DB_URL
    change feed:                          ${CLUSTER_FEED:-postgres}
+   rate budgets (REDIS_URL):             ${CLUSTER_REDIS_URL:-none: each node counts alone}
  eval "\$(scripts/cluster.sh env)"; scripts/cluster.sh status; scripts/cluster.sh down
 ================================================================================
 
@@ -239,6 +325,7 @@ cmd_env() {
     printf 'export NODE_A_URL=%q\nexport NODE_B_URL=%q\n' "http://127.0.0.1:$NODE_A_PORT" "http://127.0.0.1:$NODE_B_PORT"
     printf 'export NODE_A_PID=%q\nexport NODE_B_PID=%q\n' "$NODE_A_PID" "$NODE_B_PID"
     printf 'export CLUSTER_DB_URL=%q\nexport CLUSTER_DIR=%q\n' "$CLUSTER_DB_URL" "$CLUSTER_DIR"
+    printf 'export CLUSTER_REDIS_URL=%q\nexport REDIS_PID=%q\n' "${CLUSTER_REDIS_URL:-}" "${REDIS_PID:-}"
 }
 
 cmd_status() {
@@ -253,6 +340,7 @@ cmd_status() {
     done
     printf 'load balancer (pid %s, %s): http://127.0.0.1:%s\n' "$LB_PID" \
         "$(alive "$LB_PID" && echo running || echo stopped)" "$LB_PORT"
+    printf 'rate budgets: %s\n' "${CLUSTER_REDIS_URL:-each node alone (no Redis)}"
 }
 
 stop_pid() { # TERM, then KILL after 10 s
@@ -271,6 +359,7 @@ cmd_down() {
     stop_pid "${LB_PID:-}"
     stop_pid "${NODE_A_PID:-}"
     stop_pid "${NODE_B_PID:-}"
+    stop_pid "${REDIS_PID:-}" # only ever the private one
     if [[ -n "${CLUSTER_DB:-}" ]]; then
         [[ -n "${DB_SERVER_URL:-}" ]] && export DATABASE_URL="$DB_SERVER_URL"
         # shellcheck source=scripts/dev-db.sh
@@ -309,6 +398,7 @@ case "${1:-}" in
     status) cmd_status ;;
     down) cmd_down ;;
     start-node) cmd_start_node "${2:-}" ;;
+    start-redis) cmd_start_redis ;;
     --run)
         shift
         cmd_run "$@"

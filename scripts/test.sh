@@ -17,7 +17,7 @@
 #   4b. starts a local cluster (scripts/cluster.sh: two nodes with CHANGE_FEED=postgres behind
 #      HAProxy, installed with apt-get when missing and running as root) and runs through its
 #      load balancer: the widget session, the operator session and the browser suites
-#      (RATE_LIMIT_NODES=2: rate limits still count per node)
+#      (RATE_LIMIT_NODES=1 when the cluster has Redis, whose budgets hold across nodes; 2 without)
 #   5. prints a summary; exits non-zero if any step failed (every step runs regardless; a
 #      SKIP line is not a failure).
 #
@@ -296,7 +296,8 @@ cluster_up() {
     unset BASE_URL ADMIN_TOKEN
 }
 through_lb() { # through_lb COMMAND…: with the load balancer's BASE_URL and ADMIN_TOKEN
-    BASE_URL="$CLUSTER_BASE_URL" ADMIN_TOKEN="$CLUSTER_ADMIN_TOKEN" RATE_LIMIT_NODES=2 "$@"
+    BASE_URL="$CLUSTER_BASE_URL" ADMIN_TOKEN="$CLUSTER_ADMIN_TOKEN" \
+        RATE_LIMIT_NODES="$([[ -n "${CLUSTER_REDIS_URL:-}" ]] && echo 1 || echo 2)" "$@"
 }
 if [[ -x "$CARGO_TARGET_DIR/debug/colloquy" ]]; then
     run_step "cluster: two nodes behind HAProxy (scripts/cluster.sh up)" cluster_up

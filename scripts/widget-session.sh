@@ -15,10 +15,10 @@
 #   BASE_URL     server address (default http://127.0.0.1:8080)
 #   ADMIN_TOKEN  the server's admin bearer token (required)
 #   CURL_MAX_TIME  per-request timeout in seconds (default 10)
-#   RATE_LIMIT_NODES  nodes behind BASE_URL's load balancer (default 1). Rate limits are still
-#                  counted per node (cross-node limits are the next issue, docs/scale-out.md):
-#                  with N nodes in round-robin, step 5 wants posts 1..10 accepted and the first
-#                  refusal by post 10*N+1.
+#   RATE_LIMIT_NODES  nodes that count rate limits apart behind BASE_URL's load balancer
+#                  (default 1; a cluster with REDIS_URL counts together: 1). With N nodes
+#                  counting apart in round-robin, step 5 wants posts 1..10 accepted and the
+#                  first refusal by post 10*N+1 (docs/scale-out.md).
 # Needs bash, curl and jq.
 set -euo pipefail
 

@@ -64,10 +64,14 @@ impl Application {
             blocks.clone(),
         )
         .await?;
+        let limiters = RateLimiters::new(
+            settings.key_tables.rate_limit_keys_per_team,
+            crate::cluster::budgets::shared(&settings.cluster, &cluster)?,
+        );
         let state = AppState {
             store: pg.clone(),
             teams,
-            limiters: RateLimiters::with_max_keys(settings.key_tables.rate_limit_keys_per_team),
+            limiters,
             tickets,
             cluster,
             suspicion: SuspicionDetector::start_with(
@@ -84,7 +88,6 @@ impl Application {
         };
         state.blocks.refresh(&state.store).await;
         state.blocks.keep_fresh(state.store.clone());
-        state.limiters.keep_swept();
         if state.admin_token.is_none() {
             tracing::warn!("ADMIN_TOKEN is not set: the admin API (POST /api/teams) is disabled");
         }

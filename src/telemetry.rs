@@ -57,6 +57,7 @@ pub struct Metrics {
     verdicts: IntGaugeVec,
     group_commit: IntGaugeVec,
     cluster: IntGaugeVec,
+    budgets: IntGaugeVec,
     /// The request series' handles by route, method and status, so that a request costs a
     /// lookup of its route and not a hash of its label values in each metric vector
     /// (bounded: routes are the registered patterns, methods and statuses are few).
@@ -172,6 +173,14 @@ impl Metrics {
             &["measure"],
         )?;
         registry.register(Box::new(cluster.clone()))?;
+        let budgets = IntGaugeVec::new(
+            Opts::new(
+                "colloquy_rate_budgets",
+                "Where rate budgets are decided: shared (Redis) or this node's fallback",
+            ),
+            &["measure"],
+        )?;
+        registry.register(Box::new(budgets.clone()))?;
         for tier in TIERS {
             rate_limited.with_label_values(&[tier.as_str()]);
         }
@@ -187,6 +196,7 @@ impl Metrics {
             verdicts,
             group_commit,
             cluster,
+            budgets,
             handles: Default::default(),
         })
     }
@@ -261,6 +271,22 @@ impl Metrics {
         ];
         for (measure, v) in values {
             self.cluster.with_label_values(&[measure]).set(v);
+        }
+    }
+
+    /// Where rate budgets are decided, read at scrape time: `fallback` is 1 while Redis is
+    /// configured but unreachable (each node then allows limit / `live_nodes`).
+    pub fn set_budgets(&self, b: &colloquy_actors::rate_limiter::BudgetsStatus) {
+        let values: [(&str, i64); 6] = [
+            ("shared", i64::from(b.mode == "cluster")),
+            ("fallback", i64::from(b.mode == "fallback")),
+            ("live_nodes", b.live_nodes as i64),
+            ("fallbacks", b.fallbacks as i64),
+            ("fallback_checks", b.fallback_checks as i64),
+            ("store_calls", b.store_calls as i64),
+        ];
+        for (measure, v) in values {
+            self.budgets.with_label_values(&[measure]).set(v);
         }
     }
 

@@ -10,7 +10,9 @@
 //! committing transaction (`sql/V3__cluster.sql`): a notice exists exactly when the commit
 //! does, one per statement of a group commit, not one per message.
 
+pub mod budgets;
 pub mod feed;
+pub mod redis;
 
 use crate::blocks::BlockList;
 use crate::store::PgStore;
@@ -167,6 +169,12 @@ impl Cluster {
             }
         });
         Ok(cluster)
+    }
+
+    /// Nodes alive now, this one included (by the last heartbeat): the share of a budget
+    /// each node allows while the shared budgets are away is limit / this.
+    pub fn live_nodes(&self) -> usize {
+        self.census.others_alive.load(Ordering::Acquire) + 1
     }
 
     /// This node's id (also in every notice it raises).

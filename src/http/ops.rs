@@ -6,6 +6,7 @@ use super::{AppState, Endpoint};
 use crate::store::GroupCommitStats;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
+use colloquy_actors::rate_limiter::BudgetsStatus;
 use colloquy_actors::stats::ActorStatsSnapshot;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -165,6 +166,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     require_admin(&req, &state)?;
     let m = &state.metrics;
     m.set_actor("rate_limiter", &state.limiters.stats());
+    m.set_budgets(&state.limiters.budgets());
     m.set_actor("ticket", &state.tickets.stats());
     m.set_actor("suspicion_detector", &state.suspicion.stats());
     m.set_actor("mailer", &state.mailer.stats());
@@ -239,6 +241,7 @@ async fn actors(
     let (requests, server_errors) = state.metrics.requests_answered();
     Ok(web::Json(Actors {
         rate_limiters: state.limiters.stats().into(),
+        rate_limit_budgets: state.limiters.budgets().into(),
         rate_limiter_keys_per_team: state
             .limiters
             .keys_per_team()
@@ -269,8 +272,11 @@ async fn actors(
 /// `GET /api/ops/actors`.
 #[derive(Serialize, ToSchema)]
 pub struct Actors {
-    /// Rate limiters.
+    /// Rate limiters: one actor per active team on this node.
     pub rate_limiters: ActorCounters,
+    /// Where rate budgets are decided: this node alone, the cluster's Redis, or this node's
+    /// share while Redis is away.
+    pub rate_limit_budgets: RateLimitBudgets,
     /// Rate-limit keys held per team, largest first (at most 100 teams).
     pub rate_limiter_keys_per_team: Vec<TeamKeys>,
     /// Ticket actors.
@@ -323,6 +329,34 @@ pub struct ActorCounters {
     pub evictions: u64,
     /// Refused or dropped because a queue was full.
     pub dropped: u64,
+}
+
+/// Where rate budgets are decided (`colloquy_actors::rate_limiter::BudgetsStatus`).
+#[derive(Serialize, ToSchema)]
+pub struct RateLimitBudgets {
+    /// `local` (no `REDIS_URL`), `cluster` (Redis decides) or `fallback` (Redis unreachable:
+    /// each node allows limit / `live_nodes`).
+    pub mode: &'static str,
+    /// Nodes sharing the budgets, this one included.
+    pub live_nodes: usize,
+    /// Times Redis was given up for local budgets since start.
+    pub fallbacks: u64,
+    /// Checks decided locally while Redis was unreachable.
+    pub fallback_checks: u64,
+    /// Calls made to Redis for budgets since start.
+    pub store_calls: u64,
+}
+
+impl From<BudgetsStatus> for RateLimitBudgets {
+    fn from(b: BudgetsStatus) -> Self {
+        Self {
+            mode: b.mode,
+            live_nodes: b.live_nodes,
+            fallbacks: b.fallbacks,
+            fallback_checks: b.fallback_checks,
+            store_calls: b.store_calls,
+        }
+    }
 }
 
 impl From<ActorStatsSnapshot> for ActorCounters {

@@ -70,7 +70,7 @@ pub async fn request(
             limit: Limit::per_hour(l.restore_email_per_hour),
         },
     ];
-    admit(&state, &team, checks, ip, None)?;
+    admit(&state, &team, checks, ip, None).await?;
     match RestorePage::parse(request_url, &team.allowed_widget_domains) {
         Some(page) => {
             let job = RestoreJob {
@@ -125,7 +125,7 @@ pub async fn redeem(
         key: ip.to_string(),
         limit: Limit::per_minute(team.rate_limits.restore_ip_per_minute),
     }];
-    admit(&state, &team, checks, ip, None)?;
+    admit(&state, &team, checks, ip, None).await?;
     if token.is_empty() || token.len() > 200 {
         return Ok(HttpResponse::Ok().json(RedeemAnswer::failed(RedeemStatus::Invalid)));
     }

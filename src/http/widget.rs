@@ -95,7 +95,7 @@ pub struct MessageCreated {
 
 /// Admission of a documented-surface request that reads (or marks) for one visitor: their
 /// read budget of the endpoint `what`.
-fn admit_read(
+async fn admit_read(
     state: &AppState,
     team: &Team,
     what: &str,
@@ -104,7 +104,7 @@ fn admit_read(
 ) -> Result<Charged, ApiError> {
     let distinct_id = &visitor.distinct_id;
     let checks = vec![read_check(team, what, distinct_id)];
-    admit(state, team, checks, ip, Some(distinct_id.as_str()))
+    admit(state, team, checks, ip, Some(distinct_id.as_str())).await
 }
 
 /// `POST /api/conversations/widget/message`: a message, and a ticket if `ticket_id` is absent.
@@ -132,7 +132,7 @@ async fn post_message(
     let ip = extract::peer_ip(&req, &state);
     let body = json_object(&req, payload).await?;
     if honeypot_filled(&body) {
-        honeypot_hit(&state, &team, ip)?;
+        honeypot_hit(&state, &team, ip).await?;
         return Ok(decoy(&body));
     }
     let input = MessageInput::parse(&body)?;
@@ -145,7 +145,7 @@ async fn post_message(
             .find_replay(team.id, distinct_id.as_str(), cmid.as_str())
             .await?;
         if let Some(replay) = found {
-            let charged = admit_read(&state, &team, "messages", &visitor, ip)?;
+            let charged = admit_read(&state, &team, "messages", &visitor, ip).await?;
             return charged.settle(replayed(&state, &team, replay).await);
         }
     }
@@ -168,7 +168,7 @@ async fn post_message(
             limit: Limit::per_hour(limits.message_team_per_hour),
         },
     ];
-    let charged = admit(&state, &team, checks, ip, Some(distinct_id.as_str()))?;
+    let charged = admit(&state, &team, checks, ip, Some(distinct_id.as_str())).await?;
 
     let post = VisitorPost {
         ticket_id: input.ticket_id,
@@ -312,7 +312,7 @@ async fn get_messages(
     let poll = Poll::parse(&q, 100, Blank::Invalid)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_read(&state, &team, "messages", &visitor, ip)?;
+    let charged = admit_read(&state, &team, "messages", &visitor, ip).await?;
     let page = charged.settle(read_page(&state, &team, ticket_id, visitor.key, poll).await)?;
     Ok(HttpResponse::Ok().json(MessagesPage {
         ticket_id,
@@ -384,7 +384,7 @@ async fn get_tickets(
     let visitor = Named::from_fields(&team, &q)?;
     let listing = Listing::parse(&q, 10, 50)?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_read(&state, &team, "tickets", &visitor, ip)?;
+    let charged = admit_read(&state, &team, "tickets", &visitor, ip).await?;
     let listing = charged.settle(list_tickets(&state, &team, &visitor.key, listing).await)?;
     Ok(HttpResponse::Ok().json(TicketsPage {
         count: listing.count,
@@ -433,7 +433,7 @@ async fn mark_read(
     let body = json_object(&req, payload).await?;
     let visitor = Named::from_fields(&team, &body)?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_read(&state, &team, "read", &visitor, ip)?;
+    let charged = admit_read(&state, &team, "read", &visitor, ip).await?;
     charged.settle(mark_read_by(&state, team.id, ticket_id, visitor.key).await)?;
     Ok(HttpResponse::Ok().json(ReadMarked::DONE))
 }
@@ -462,7 +462,7 @@ async fn typing(
     let visitor = Named::from_fields(&team, &body)?;
     let ticket_id = extract::uuid(req_str(&body, "ticket_id")?, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_read(&state, &team, "typing", &visitor, ip)?;
+    let charged = admit_read(&state, &team, "typing", &visitor, ip).await?;
     charged.settle(
         state
             .tickets

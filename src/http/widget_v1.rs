@@ -67,7 +67,7 @@ pub(super) async fn team(
 /// This surface's budgets: per session (or IP) per minute, and the team's reads or writes,
 /// after the per-IP gate and the block list. Blocks apply to every key the request names:
 /// its session, its verified identity and the distinct_id a POST links (`linked`).
-fn admit_v1(
+async fn admit_v1(
     state: &AppState,
     team: &Team,
     who: &Session,
@@ -99,7 +99,7 @@ fn admit_v1(
         .into_iter()
         .flatten()
         .collect();
-    admit_as(state, team, checks, ip, &visitors)
+    admit_as(state, team, checks, ip, &visitors).await
 }
 
 /// Traits as the SDK sends them (`{name, email}`, often nulls): scalars kept, the rest
@@ -152,7 +152,7 @@ async fn post_message(
     let ip = extract::peer_ip(&req, &state);
     let body = json_object(&req, payload).await?;
     if honeypot_filled(&body) {
-        honeypot_hit(&state, &team, ip)?;
+        honeypot_hit(&state, &team, ip).await?;
         return Err(ApiError::invalid("_hp", "this field must be empty"));
     }
     let who = Session::from_fields(&team, &body)?;
@@ -182,7 +182,7 @@ async fn post_message(
         }
     }
     let traits = lenient_traits(body.get("traits"));
-    let charged = admit_v1(&state, &team, &who, linked, ip, true)?;
+    let charged = admit_v1(&state, &team, &who, linked, ip, true).await?;
 
     let post = VisitorPost {
         ticket_id,
@@ -308,7 +308,7 @@ async fn get_messages(
     let poll = Poll::parse(&q, 500, Blank::Absent)?;
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_v1(&state, &team, &who, None, ip, false)?;
+    let charged = admit_v1(&state, &team, &who, None, ip, false).await?;
     let page = charged.settle(read_page(&state, &team, ticket_id, who.key, poll).await)?;
     Ok(HttpResponse::Ok().json(V1MessagesPage {
         ticket_id,
@@ -347,7 +347,7 @@ async fn mark_read(
     let body = json_object(&req, payload).await?;
     let who = Session::from_fields(&team, &body)?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_v1(&state, &team, &who, None, ip, true)?;
+    let charged = admit_v1(&state, &team, &who, None, ip, true).await?;
     charged.settle(mark_read_by(&state, team.id, ticket_id, who.key).await)?;
     Ok(HttpResponse::Ok().json(ReadMarked::DONE))
 }
@@ -380,7 +380,7 @@ async fn get_tickets(
     let who = Session::from_fields(&team, &q)?;
     let listing = Listing::parse(&q, 100, 500)?;
     let ip = extract::peer_ip(&req, &state);
-    let charged = admit_v1(&state, &team, &who, None, ip, false)?;
+    let charged = admit_v1(&state, &team, &who, None, ip, false).await?;
     let listing = charged.settle(list_tickets(&state, &team, &who.key, listing).await)?;
     let results: Vec<V1Ticket> = listing
         .results

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod budgets;
 mod cluster;
 mod console;
 mod cors;

@@ -108,7 +108,8 @@ pub async fn stream(
     };
     let ticket_id = extract::uuid(&path, "ticket_id")?;
     let resume = resume_point(&req, q.get("after").map(String::as_str))?;
-    let charged = admit(&state, &team, vec![budget], ip, Some(visitor.as_str()))?;
+    let ip = extract::peer_ip(&req, &state);
+    let charged = admit(&state, &team, vec![budget], ip, Some(visitor.as_str())).await?;
     let open = OpenStream::acquire(&state, team.id, ip)?;
     let sub = state
         .tickets

@@ -15,24 +15,27 @@ use std::net::IpAddr;
 /// visitor: the IP's block, then the team's per-IP budget (`widget_ip_per_minute`; IPv6 by
 /// its /64). Never taken back: requests refused later still cost their sender, so one IP
 /// cannot flood a tenant with refused requests. The honeypot passes this gate alone.
-pub(in crate::http) fn admit_ip(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
+pub(in crate::http) async fn admit_ip(
+    state: &AppState,
+    team: &Team,
+    ip: IpAddr,
+) -> Result<(), ApiError> {
     if state.blocks.is_blocked(team.id, ip, None) {
         return Err(ApiError::Blocked);
     }
-    ip_gate(state, team, ip)
-}
-
-/// The per-IP budget of [`admit_ip`], once the IP's block was checked.
-fn ip_gate(state: &AppState, team: &Team, ip: IpAddr) -> Result<(), ApiError> {
-    let gate = [RateCheck {
-        tier: Tier::WidgetIp,
-        key: ip_key(ip),
-        limit: Limit::per_minute(team.rate_limits.widget_ip_per_minute),
-    }];
-    match state.limiters.check(team.id, &gate) {
+    match state.limiters.check(team.id, ip_gate(team, ip)).await {
         Ok(_kept) => Ok(()),
         Err(r) => Err(refused(state, team, r, None, ip)),
     }
+}
+
+/// The per-IP budget of [`admit_ip`], charged with the endpoint's budgets in one step.
+fn ip_gate(team: &Team, ip: IpAddr) -> Vec<RateCheck> {
+    vec![RateCheck {
+        tier: Tier::WidgetIp,
+        key: ip_key(ip),
+        limit: Limit::per_minute(team.rate_limits.widget_ip_per_minute),
+    }]
 }
 
 /// An IP as a rate-limit key: what `ip.to_string()` writes, without the formatting
@@ -83,14 +86,14 @@ fn refused(
 }
 
 /// Admission of a widget request naming one visitor key: see [`admit_as`].
-pub(in crate::http) fn admit(
+pub(in crate::http) async fn admit(
     state: &AppState,
     team: &Team,
     checks: Vec<RateCheck>,
     ip: IpAddr,
     visitor: Option<&str>,
 ) -> Result<Charged, ApiError> {
-    admit_as(state, team, checks, ip, visitor.as_slice())
+    admit_as(state, team, checks, ip, visitor.as_slice()).await
 }
 
 /// Admission of a widget request: blocks on the IP and on every visitor key the request
@@ -98,7 +101,7 @@ pub(in crate::http) fn admit(
 /// is counted and reported to the suspicion detector. The budgets' charges come back as
 /// [`Charged`]: a handler whose request is then refused (`403`, `404`, …) settles its result
 /// through it, so refused requests leave no rate-limit keys behind.
-pub(in crate::http) fn admit_as(
+pub(in crate::http) async fn admit_as(
     state: &AppState,
     team: &Team,
     checks: Vec<RateCheck>,
@@ -116,22 +119,29 @@ pub(in crate::http) fn admit_as(
     if blocked {
         return Err(ApiError::Blocked);
     }
-    ip_gate(state, team, ip)?;
     state
         .limiters
-        .check(team.id, &checks)
-        .map_err(|r| refused(state, team, r, visitors.first().copied(), ip))
+        .check_gated(team.id, ip_gate(team, ip), checks)
+        .await
+        .map_err(|r| {
+            // the per-IP gate's refusal is the IP's, not the visitor's
+            let visitor = visitors
+                .first()
+                .copied()
+                .filter(|_| r.tier != Tier::WidgetIp);
+            refused(state, team, r, visitor, ip)
+        })
 }
 
 /// A honeypot hit on either surface: it passes the per-IP gate (so a bot's flood is
 /// limited like any other traffic) and is reported against the IP only — the distinct_id a
 /// bot names is unproven, and naming a victim's must never flag the victim.
-pub(in crate::http) fn honeypot_hit(
+pub(in crate::http) async fn honeypot_hit(
     state: &AppState,
     team: &Team,
     ip: IpAddr,
 ) -> Result<(), ApiError> {
-    admit_ip(state, team, ip)?;
+    admit_ip(state, team, ip).await?;
     state.suspicion.observe(Observation::Honeypot {
         team_id: team.id,
         ip,
