@@ -36,6 +36,9 @@
 #   CARGO_TARGET_DIR     default ~/.cache/colloquy/target
 #   DATABASE_URL         candidate PostgreSQL server (scripts/dev-db.sh)
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to both nodes
+#   CLUSTER_REDIS_URL    the nodes' REDIS_URL (spam windows shared across nodes); default
+#                        REDIS_URL, else redis://127.0.0.1:6379 when it answers PING, else none
+#                        (`none` forces none); keys under REDIS_PREFIX=colloquy:<database>:
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,6 +82,20 @@ need_haproxy() {
 
 load_state() { [[ -f "$STATE" ]] && source "$STATE"; }
 
+# find_redis — the Redis the nodes share (CLUSTER_REDIS_URL, REDIS_URL, or a local one
+# answering PING on 6379), or nothing: then each node counts alone.
+find_redis() {
+    local url="${CLUSTER_REDIS_URL:-${REDIS_URL:-}}"
+    if [[ "$url" == none ]]; then
+        return 0
+    fi
+    if [[ -z "$url" ]] && (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 &&
+        IFS= read -r -t 2 reply <&3 && [[ "$reply" == +PONG* ]]) 2>/dev/null; then
+        url="redis://127.0.0.1:6379"
+    fi
+    printf '%s\n' "$url"
+}
+
 alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
 
 # start_node a|b — starts the node on its recorded port (BIND port 0 the first time).
@@ -89,6 +106,7 @@ start_node() {
     # setsid: the node outlives this script (`up`) and gets no Ctrl-C meant for it.
     DATABASE_URL="$CLUSTER_DB_URL" BIND="127.0.0.1:$port" ADMIN_TOKEN="$ADMIN_TOKEN" \
         CHANGE_FEED="${CLUSTER_FEED:-postgres}" TRUSTED_PROXIES=127.0.0.1 LOG_FORMAT=text NO_COLOR=1 \
+        REDIS_URL="${CLUSTER_REDIS_URL:-}" REDIS_PREFIX="colloquy:${CLUSTER_DB:-cluster}:" \
         RUST_LOG="${RUST_LOG:-info}" setsid "$CLUSTER_BIN" serve >>"$logf" 2>&1 </dev/null 8>&- 9>&- &
     pid=$!
     printf -v "$pid_var" '%s' "$pid"
@@ -120,6 +138,7 @@ save_state() {
         printf 'CLUSTER_FEED=%q\nNODE_A_PORT=%q\nNODE_A_PID=%q\nNODE_B_PORT=%q\nNODE_B_PID=%q\n' \
             "${CLUSTER_FEED:-postgres}" "${NODE_A_PORT:-}" "${NODE_A_PID:-}" "${NODE_B_PORT:-}" "${NODE_B_PID:-}"
         printf 'LB_PORT=%q\nLB_PID=%q\nDB_SERVER_URL=%q\n' "${LB_PORT:-}" "${LB_PID:-}" "${DB_SERVER_URL:-}"
+        printf 'CLUSTER_REDIS_URL=%q\n' "${CLUSTER_REDIS_URL:-}"
     } >"$STATE.tmp"
     mv "$STATE.tmp" "$STATE"
 }
@@ -205,6 +224,7 @@ cmd_up() {
         CLUSTER_DB_URL="$(colloquy_db_create "$CLUSTER_DB")" || die "could not create database $CLUSTER_DB"
     fi
     ADMIN_TOKEN="${CLUSTER_ADMIN_TOKEN:-cluster-$(rand_hex 20)}"
+    CLUSTER_REDIS_URL="$(find_redis)"
     NODE_A_PORT="" NODE_B_PORT=""
     save_state
     # A start that fails half-way leaves nothing running.
@@ -227,6 +247,7 @@ cmd_up() {
    admin token:                          $ADMIN_TOKEN
    database:                             $CLUSTER_DB_URL
    change feed:                          ${CLUSTER_FEED:-postgres}
+   redis (shared spam windows):          ${CLUSTER_REDIS_URL:-none: each node scores alone}
  eval "\$(scripts/cluster.sh env)"; scripts/cluster.sh status; scripts/cluster.sh down
 ================================================================================
 
@@ -239,6 +260,7 @@ cmd_env() {
     printf 'export NODE_A_URL=%q\nexport NODE_B_URL=%q\n' "http://127.0.0.1:$NODE_A_PORT" "http://127.0.0.1:$NODE_B_PORT"
     printf 'export NODE_A_PID=%q\nexport NODE_B_PID=%q\n' "$NODE_A_PID" "$NODE_B_PID"
     printf 'export CLUSTER_DB_URL=%q\nexport CLUSTER_DIR=%q\n' "$CLUSTER_DB_URL" "$CLUSTER_DIR"
+    printf 'export CLUSTER_REDIS_URL=%q\n' "${CLUSTER_REDIS_URL:-}"
 }
 
 cmd_status() {

@@ -153,6 +153,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     m.set_pool(state.store.pool().status(), state.store.read_connections());
     let (flags, blocks) = state.suspicion.verdicts();
     m.set_suspicion(flags, blocks);
+    m.set_suspicion_sharing(&state.suspicion.sharing());
     m.set_actor("ticket_supervisor", &state.tickets.supervisor_stats());
     m.set_group_commit(&state.store.group_commit_stats());
     m.set_cluster(&state.cluster.status());
@@ -217,6 +218,7 @@ async fn actors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
             .collect::<Vec<_>>(),
         "ticket_actors": state.tickets.stats(),
         "suspicion_detector": state.suspicion.stats(),
+        "suspicion_sharing": state.suspicion.sharing(),
         "mailer": state.mailer.stats(),
         "database_pool": {"size": pool.size, "max_size": pool.max_size, "available": pool.available, "waiting": pool.waiting},
         "ticket_supervisor": state.tickets.supervisor_stats(),

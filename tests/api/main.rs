@@ -21,6 +21,7 @@ mod security_ops;
 mod security_restore;
 mod security_streams;
 mod shutdown;
+mod spam_cluster;
 mod stream;
 mod widget_post;
 mod widget_read;
