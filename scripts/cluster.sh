@@ -44,6 +44,9 @@
 #   CARGO_TARGET_DIR     default ~/.cache/colloquy/target
 #   DATABASE_URL         candidate PostgreSQL server (scripts/dev-db.sh)
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to both nodes
+#   CLUSTER_REDIS_URL    the nodes' REDIS_URL (spam windows shared across nodes); default
+#                        REDIS_URL, else redis://127.0.0.1:6379 when it answers PING, else none
+#                        (`none` forces none); keys under REDIS_PREFIX=colloquy:<database>:
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -97,6 +100,7 @@ start_node() {
     # setsid: the node outlives this script (`up`) and gets no Ctrl-C meant for it.
     DATABASE_URL="$CLUSTER_DB_URL" BIND="127.0.0.1:$port" ADMIN_TOKEN="$ADMIN_TOKEN" \
         CHANGE_FEED="${CLUSTER_FEED:-postgres}" TRUSTED_PROXIES=127.0.0.1 LOG_FORMAT=text NO_COLOR=1 \
+        REDIS_PREFIX="colloquy:${CLUSTER_DB:-cluster}:" \
         RUST_LOG="${RUST_LOG:-info}" redis_env setsid "$CLUSTER_BIN" serve >>"$logf" 2>&1 </dev/null 8>&- 9>&- &
     pid=$!
     printf -v "$pid_var" '%s' "$pid"

@@ -7,13 +7,23 @@
 # sweeps and honeypot bots; it prints precision and recall of the flags and whether any
 # legitimate visitor was blocked, and exits non-zero if the targets are missed.
 #
-# Usage: scripts/spam-corpus.sh [--seed N] ...   (arguments go to spam_corpus.py)
-# Environment: CARGO_TARGET_DIR (default ~/.cache/colloquy/target), DATABASE_URL (see dev-db.sh)
+# With --cluster it sends the corpus through the load balancer of a local two-node cluster
+# instead (scripts/cluster.sh: round-robin, so every client's requests alternate between the
+# nodes, which share their spam windows through Redis when one is found).
+#
+# Usage: scripts/spam-corpus.sh [--cluster] [--seed N] ...   (other arguments go to spam_corpus.py)
+# Environment: CARGO_TARGET_DIR (default ~/.cache/colloquy/target), DATABASE_URL (see dev-db.sh);
+#              with --cluster also CLUSTER_DIR (default .data/spam-cluster), CLUSTER_REDIS_URL
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/colloquy/target}"
 command -v python3 >/dev/null || { echo "spam-corpus: python3 is needed" >&2; exit 1; }
+if [[ "${1:-}" == --cluster ]]; then
+    shift
+    export CLUSTER_DIR="${CLUSTER_DIR:-$ROOT/.data/spam-cluster}"
+    exec scripts/cluster.sh --run python3 scripts/spam_corpus.py "$@"
+fi
 # shellcheck source=scripts/dev-db.sh
 source scripts/dev-db.sh
 cargo build --quiet --bin colloquy

@@ -7,6 +7,11 @@ local peer: TRUSTED_PROXIES=127.0.0.1). After the run it reads the team's
 precision and recall of the flags, and whether any legitimate visitor was blocked.
 
 Usage: BASE_URL=http://127.0.0.1:8080 ADMIN_TOKEN=... spam_corpus.py [--seed N] [--markdown]
+
+RATE_LIMIT_NODES=N (default 1): BASE_URL is a round-robin balancer over N nodes whose rate
+budgets still count per node; the team then gets 1/N of the per-visitor and per-IP message
+budgets on each node, so the cluster refuses (and the detector sees refusals) where one node
+would.
 """
 import argparse
 import json
@@ -19,6 +24,7 @@ import urllib.request
 
 BASE = os.environ.get("BASE_URL", "http://127.0.0.1:8080").rstrip("/")
 ADMIN = os.environ.get("ADMIN_TOKEN", "")
+NODES = int(os.environ.get("RATE_LIMIT_NODES", "1"))
 
 
 def call(method, path, body=None, headers=None):
@@ -81,9 +87,11 @@ def main():
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     rng = random.Random(args.seed)
+    limits = {"message_team_per_hour": 1000000}
+    if NODES > 1:  # the one-node defaults (10 and 100 per minute) split over the nodes
+        limits.update(message_distinct_id_per_minute=10 // NODES, message_ip_per_minute=100 // NODES)
     status, team = call("POST", "/api/teams",
-                        {"name": "spam-corpus-%d" % args.seed,
-                         "rate_limits": {"message_team_per_hour": 1000000}},
+                        {"name": "spam-corpus-%d" % args.seed, "rate_limits": limits},
                         {"Authorization": "Bearer " + ADMIN})
     if status != 201:
         sys.exit("could not create a team: %s %s" % (status, team))
@@ -126,6 +134,11 @@ def main():
         c = Client(token, ip)
         for _ in range(2):
             c.post({"distinct_id": "bot%d@x.test" % i, "message": "Nice site", "_hp": "http://bot.test"})
+    for i in range(5):  # short sweeps: just over the enumeration rule's 10 ids (no rng: the
+        ip = spam_ip("short sweep", i)  # patterns above draw the same numbers as before)
+        c = Client(token, ip)
+        for k in range(12):
+            c.post({"distinct_id": "probe%d-%d@x.test" % (i, k), "message": "hello"})
 
     time.sleep(3)  # the detector writes in batches; blocks reach the list within 2 s
     auth = {"Authorization": "Bearer " + secret}

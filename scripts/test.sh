@@ -16,8 +16,11 @@
 #      forms of the API fuzzing (schemathesis, into a venv), chaos and benchmark runs
 #   4b. starts a local cluster (scripts/cluster.sh: two nodes with CHANGE_FEED=postgres behind
 #      HAProxy, installed with apt-get when missing and running as root) and runs through its
-#      load balancer: the widget session, the operator session and the browser suites
-#      (RATE_LIMIT_NODES=1 when the cluster has Redis, whose budgets hold across nodes; 2 without)
+#      load balancer: the widget session, the operator session, the browser suites and the
+#      spam corpus round-robin over both nodes, budgets and spam windows shared through Redis
+#      (RATE_LIMIT_NODES=1 when the cluster has Redis, whose budgets hold across nodes; 2
+#      without; the corpus step is SKIP when no Redis answers on 127.0.0.1:6379 and REDIS_URL
+#      is unset)
 #   5. prints a summary; exits non-zero if any step failed (every step runs regardless; a
 #      SKIP line is not a failure).
 #
@@ -306,6 +309,12 @@ if [[ -x "$CARGO_TARGET_DIR/debug/colloquy" ]]; then
         run_step "cluster: operator session through the load balancer" through_lb "$ROOT/scripts/operator-session.sh"
         run_step "cluster: e2e (posthog-js widget, console) in Chromium through the load balancer" \
             through_lb env E2E_BASE_URL="$CLUSTER_BASE_URL" DATABASE_URL="$CLUSTER_DB_URL" "$ROOT/scripts/e2e.sh"
+        if [[ -n "${CLUSTER_REDIS_URL:-}" ]]; then
+            run_step "cluster: spam corpus round-robin over both nodes, windows shared in Redis (precision, recall)" \
+                through_lb python3 "$ROOT/scripts/spam_corpus.py" --seed 42
+        else
+            RESULTS+=("SKIP  cluster: spam corpus round-robin (no Redis: set REDIS_URL or run one on 127.0.0.1:6379)")
+        fi
     fi
     cluster_t down || log "could not stop the cluster in $CLUSTER_T_DIR"
     CLUSTER_T_UP=0

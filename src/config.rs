@@ -23,6 +23,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the `serve` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Migrate the database, then serve HTTP until SIGINT/SIGTERM.
     Serve(ServeArgs),
@@ -110,6 +112,9 @@ pub struct ServeArgs {
     /// windows count across nodes; unset, each node counts alone.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// What this cluster's Redis keys start with, so several clusters can share one Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "colloquy:")]
+    pub redis_prefix: String,
     /// Most rate-limit keys (visitors, IPs, sessions) one team's limiter remembers; beyond it
     /// the oldest are forgotten, so a flood of made-up keys costs memory, never admission.
     #[arg(long, env = "RATE_LIMIT_KEYS_PER_TEAM", default_value_t = KeyTables::default().rate_limit_keys_per_team)]
@@ -293,6 +298,12 @@ impl Settings {
             suspicion_keys: table_size("SUSPICION_MAX_KEYS", args.suspicion_max_keys)?,
         };
         let streams = StreamSettings::from_args(&args.streams)?;
+        let redis_url = args.redis_url.clone().filter(|u| !u.trim().is_empty());
+        if let Some(url) = &redis_url {
+            redis::Client::open(url.as_str()).map_err(|e| {
+                anyhow::anyhow!("REDIS_URL is not a Redis URL (redis://host:port): {e}")
+            })?;
+        }
         Ok(Self {
             database,
             bind,
@@ -305,7 +316,8 @@ impl Settings {
             streams,
             cluster: crate::cluster::ClusterSettings {
                 feed: args.change_feed,
-                redis_url: args.redis_url.clone(),
+                redis_url,
+                redis_prefix: args.redis_prefix.clone(),
                 ..Default::default()
             },
         })
@@ -363,6 +375,7 @@ mod tests {
             },
             change_feed: crate::cluster::ChangeFeed::Off,
             redis_url: None,
+            redis_prefix: "colloquy:".into(),
         };
         f(&mut a);
         a
@@ -408,11 +421,25 @@ mod tests {
                 args(|a| a.streams.stream_max_lifetime = 0),
                 "STREAM_MAX_LIFETIME",
             ),
+            (
+                args(|a| a.redis_url = Some("http://127.0.0.1:6379".into())),
+                "REDIS_URL",
+            ),
         ];
         for (a, name) in cases {
             let err = format!("{:#}", Settings::from_args(&a).unwrap_err());
             assert!(err.contains(name), "{err:?} should name {name}");
         }
+    }
+
+    #[test]
+    fn an_empty_redis_url_means_none() {
+        let s = Settings::from_args(&args(|a| a.redis_url = Some(" ".into()))).unwrap();
+        assert_eq!(s.cluster.redis_url, None);
+        let s =
+            Settings::from_args(&args(|a| a.redis_url = Some("redis://r:6379".into()))).unwrap();
+        assert_eq!(s.cluster.redis_url.as_deref(), Some("redis://r:6379"));
+        assert_eq!(s.cluster.redis_prefix, "colloquy:");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use colloquy_actors::rate_limiter::RateLimiters;
 use colloquy_actors::store::Store;
+use colloquy_actors::suspicion::shared::SharedWindows;
 use colloquy_actors::suspicion::SuspicionDetector;
 use colloquy_actors::ticket::{TicketConfig, TicketRouter};
 use std::net::TcpListener;
@@ -68,15 +69,29 @@ impl Application {
             settings.key_tables.rate_limit_keys_per_team,
             crate::cluster::budgets::shared(&settings.cluster, &cluster)?,
         );
+        // Spam windows shared by the nodes through Redis (docs/spam-defence.md); unset, the
+        // detector scores on this node's windows alone.
+        let spam_windows = match &settings.cluster.redis_url {
+            Some(url) => {
+                let redis = crate::cluster::spam_redis::SpamRedis::new(
+                    url,
+                    &settings.cluster.redis_prefix,
+                    node_id,
+                )?;
+                Some(Arc::new(redis) as Arc<dyn SharedWindows>)
+            }
+            None => None,
+        };
         let state = AppState {
             store: pg.clone(),
             teams,
             limiters,
             tickets,
             cluster,
-            suspicion: SuspicionDetector::start_with(
+            suspicion: SuspicionDetector::start_shared(
                 port_store,
                 settings.key_tables.suspicion_keys,
+                spam_windows,
             ),
             mailer: crate::mailer::MailerHandle::start(pg.clone(), settings.smtp.clone()),
             blocks,

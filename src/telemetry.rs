@@ -2,6 +2,7 @@
 //! `http::ops::observe_request` opens), as text or JSON. Secrets and message bodies are never logged.
 
 use crate::config::LogFormat;
+use colloquy_actors::suspicion::SharingStatus;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls (tests) are ignored.
@@ -55,6 +56,7 @@ pub struct Metrics {
     actors: IntGaugeVec,
     pool: IntGaugeVec,
     verdicts: IntGaugeVec,
+    suspicion_sharing: IntGaugeVec,
     group_commit: IntGaugeVec,
     cluster: IntGaugeVec,
     budgets: IntGaugeVec,
@@ -157,6 +159,14 @@ impl Metrics {
             &["kind"],
         )?;
         registry.register(Box::new(verdicts.clone()))?;
+        let suspicion_sharing = IntGaugeVec::new(
+            Opts::new(
+                "colloquy_suspicion_sharing",
+                "Spam windows shared through Redis: shared (1 yes, 0 this node scores alone, -1 not configured), failed round trips and observations scored alone since start",
+            ),
+            &["measure"],
+        )?;
+        registry.register(Box::new(suspicion_sharing.clone()))?;
         let group_commit = IntGaugeVec::new(
             Opts::new(
                 "colloquy_group_commit",
@@ -194,6 +204,7 @@ impl Metrics {
             actors,
             pool,
             verdicts,
+            suspicion_sharing,
             group_commit,
             cluster,
             budgets,
@@ -370,6 +381,20 @@ impl Metrics {
         self.verdicts
             .with_label_values(&["blocks"])
             .set(blocks as i64);
+    }
+
+    /// Sets whether the spam windows are shared (see [`SharingStatus`]).
+    pub fn set_suspicion_sharing(&self, s: &SharingStatus) {
+        let shared = match s.mode {
+            "shared" => 1,
+            "alone" => 0,
+            _ => -1,
+        };
+        let g = &self.suspicion_sharing;
+        g.with_label_values(&["shared"]).set(shared);
+        g.with_label_values(&["failures"]).set(s.failures as i64);
+        g.with_label_values(&["scored_alone"])
+            .set(s.scored_alone as i64);
     }
 
     /// The text exposition format.

@@ -11,6 +11,14 @@
 //! A full mailbox drops the observation and counts it: spam defence must never slow or
 //! fail a widget request. Every window and map is bounded, and a full map forgets its
 //! least recently active keys (counted as evictions) so that new visitors are always scored.
+//!
+//! Several nodes share their windows through a [`shared::SharedWindows`] store (Redis) when
+//! one is given: observations are then batched to it (one round trip per batch, one batch in
+//! flight) and scored on what all nodes saw. The local windows are kept up to date all the
+//! same: when the store fails, the node scores alone on them (warning, metric) and shares
+//! again once a probe reaches the store.
+
+pub mod shared;
 
 use crate::domain::SuspicionSettings;
 use crate::rate_limiter::Tier;
@@ -18,11 +26,12 @@ use crate::stats::{ActorStats, ActorStatsSnapshot};
 use crate::store::{NewBlock, Store, SuspicionFlag};
 use actix::prelude::*;
 use chrono::Utc;
+use shared::{ScoreOp, SharedError, SharedWindows, WindowOp};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -132,12 +141,12 @@ const KEYS_PER_IP: usize = 10;
 const TRIPS: usize = 3;
 /// Messages within [`BURST_SPAN`] of a ticket's creation that fire `burst_after_creation`.
 const BURST_MESSAGES: u32 = 8;
-/// See [`BURST_MESSAGES`].
-const BURST_SPAN: Duration = Duration::from_secs(60);
+/// How long after a ticket's creation its messages count as a burst.
+pub const BURST_SPAN: Duration = Duration::from_secs(60);
 /// Most keys any one map holds, by default.
 pub const MAX_KEYS: usize = 50_000;
 /// Most events any one window holds.
-const MAX_EVENTS: usize = 64;
+pub const MAX_EVENTS: usize = 64;
 /// Most flags or blocks waiting for the database; more are dropped and counted.
 const MAX_UNWRITTEN: usize = 10_000;
 
@@ -202,6 +211,96 @@ struct Firing<'a> {
     settings: &'a SuspicionSettings,
 }
 
+impl Firing<'_> {
+    /// The flag of a firing whose reason was new in a score's window, and the IP's block
+    /// when a score reached the block threshold.
+    fn verdicts(self, best: u8, block: bool, mut reasons: Vec<String>, out: &mut Vec<Verdict>) {
+        out.push(Verdict::Flag(SuspicionFlag {
+            team_id: self.team_id,
+            ticket_id: self.ticket_id,
+            distinct_id: self.visitor.map(str::to_owned),
+            ip: Some(self.ip),
+            reason: self.reason,
+            score: i16::from(best),
+            detail: self.detail,
+            observed_at: Utc::now(),
+        }));
+        if block {
+            reasons.sort_unstable();
+            let minutes = self.settings.block_minutes;
+            out.push(Verdict::Block(NewBlock {
+                team_id: self.team_id,
+                ip: self.ip,
+                reason: format!("automatic: score {best} ({})", reasons.join(", ")),
+                expires_at: Utc::now() + chrono::Duration::minutes(i64::from(minutes)),
+            }));
+        }
+    }
+}
+
+/// What the windows hold for one message: the input of the message rules, counted by this
+/// node's windows or by the shared ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MessageCounts {
+    /// This visitor's messages with this text in the window, this one included.
+    same_text: usize,
+    /// Distinct visitors who sent this text (texts of at least [`MIN_CHARS_ACROSS`] only).
+    senders: Option<usize>,
+    /// Distinct visitor keys from this IP.
+    ip_keys: usize,
+    /// Messages so far in the ticket's first minute, while it lasts (not for the opener).
+    burst: Option<u32>,
+}
+
+/// The message rules: which reasons fire for `m` given what the windows hold.
+fn message_reasons(m: &MessageSeen, c: &MessageCounts) -> Vec<(&'static str, String)> {
+    let mut fired = Vec::new();
+    if c.same_text >= REPEATS {
+        fired.push((
+            "repeated_message",
+            format!("the same text {} times within 10 minutes", c.same_text),
+        ));
+    }
+    if let Some(distinct) = c.senders.filter(|n| *n >= SAME_TEXT_VISITORS) {
+        fired.push((
+            "repeated_across_visitors",
+            format!("the same text from {distinct} visitors within 10 minutes"),
+        ));
+    }
+    if m.text.is_link_heavy() {
+        fired.push((
+            "link_density",
+            format!("{} links in {} words", m.text.links, m.text.words),
+        ));
+    }
+    if c.ip_keys >= KEYS_PER_IP {
+        fired.push((
+            "enumeration",
+            format!("{} visitor ids from one IP within 10 minutes", c.ip_keys),
+        ));
+    }
+    if let Some(n) = c.burst.filter(|n| *n >= BURST_MESSAGES) {
+        fired.push((
+            "burst_after_creation",
+            format!("{n} messages in the first minute of a ticket"),
+        ));
+    }
+    fired
+}
+
+/// The rate-limit rule: whether `trips` refusals from one IP in the window fire.
+fn trips_reason(trips: usize, tier: Tier) -> Option<(&'static str, String)> {
+    (trips >= TRIPS).then(|| {
+        (
+            "rate_limited",
+            format!(
+                "{trips} rate-limit refusals ({}) within 10 minutes",
+                tier.as_str()
+            ),
+        )
+    })
+}
+
 impl Rules {
     /// Rules whose maps each hold at most `max_keys` keys.
     pub fn with_max_keys(max_keys: usize) -> Self {
@@ -253,16 +352,11 @@ impl Rules {
                     &mut self.evicted,
                 );
                 push(w, now, now, |t| *t);
-                if w.len() >= TRIPS {
-                    let detail = format!(
-                        "{} rate-limit refusals ({}) within 10 minutes",
-                        w.len(),
-                        tier.as_str()
-                    );
+                if let Some((reason, detail)) = trips_reason(w.len(), *tier) {
                     self.fire(
                         Firing {
                             team_id: *team_id,
-                            reason: "rate_limited",
+                            reason,
                             detail,
                             ticket_id: None,
                             visitor: visitor.as_deref(),
@@ -282,7 +376,7 @@ impl Rules {
     fn message(&mut self, m: &MessageSeen, now: Instant, out: &mut Vec<Verdict>) {
         let team = m.team_id;
         let visitor = std::hash::BuildHasher::hash_one(&self.visitor_hasher, m.visitor.as_str());
-        let mut fired: Vec<(&'static str, String)> = Vec::new();
+        let mut counts = MessageCounts::default();
 
         let own = bounded_entry(
             &mut self.texts,
@@ -291,13 +385,7 @@ impl Rules {
             &mut self.evicted,
         );
         push(own, (now, m.text.hash), now, |(t, _)| *t);
-        let same = own.iter().filter(|(_, h)| *h == m.text.hash).count();
-        if same >= REPEATS {
-            fired.push((
-                "repeated_message",
-                format!("the same text {same} times within 10 minutes"),
-            ));
-        }
+        counts.same_text = own.iter().filter(|(_, h)| *h == m.text.hash).count();
 
         if m.text.chars >= MIN_CHARS_ACROSS {
             let senders = bounded_entry(
@@ -307,20 +395,7 @@ impl Rules {
                 &mut self.evicted,
             );
             push(senders, (now, visitor), now, |(t, _)| *t);
-            let distinct = distinct_visitors(senders);
-            if distinct >= SAME_TEXT_VISITORS {
-                fired.push((
-                    "repeated_across_visitors",
-                    format!("the same text from {distinct} visitors within 10 minutes"),
-                ));
-            }
-        }
-
-        if m.text.is_link_heavy() {
-            fired.push((
-                "link_density",
-                format!("{} links in {} words", m.text.links, m.text.words),
-            ));
+            counts.senders = Some(distinct_visitors(senders));
         }
 
         let keys = bounded_entry(
@@ -330,13 +405,7 @@ impl Rules {
             &mut self.evicted,
         );
         push(keys, (now, visitor), now, |(t, _)| *t);
-        let distinct = distinct_visitors(keys);
-        if distinct >= KEYS_PER_IP {
-            fired.push((
-                "enumeration",
-                format!("{distinct} visitor ids from one IP within 10 minutes"),
-            ));
-        }
+        counts.ip_keys = distinct_visitors(keys);
 
         if m.opened_ticket {
             let key = (team, m.ticket_id);
@@ -345,16 +414,11 @@ impl Rules {
         } else if let Some((opened, n)) = self.bursts.get_mut(&(team, m.ticket_id)) {
             if now.duration_since(*opened) <= BURST_SPAN {
                 *n += 1;
-                if *n >= BURST_MESSAGES {
-                    let n = *n;
-                    fired.push((
-                        "burst_after_creation",
-                        format!("{n} messages in the first minute of a ticket"),
-                    ));
-                }
+                counts.burst = Some(*n);
             }
         }
 
+        let fired = message_reasons(m, &counts);
         for (reason, detail) in fired {
             self.fire(
                 Firing {
@@ -412,26 +476,12 @@ impl Rules {
         if !new {
             return; // already counted in this window
         }
-        out.push(Verdict::Flag(SuspicionFlag {
-            team_id: f.team_id,
-            ticket_id: f.ticket_id,
-            distinct_id: f.visitor.map(str::to_owned),
-            ip: Some(f.ip),
-            reason: f.reason,
-            score: i16::from(best),
-            detail: f.detail,
-            observed_at: Utc::now(),
-        }));
-        if block {
-            reasons.sort_unstable();
-            let minutes = f.settings.block_minutes;
-            out.push(Verdict::Block(NewBlock {
-                team_id: f.team_id,
-                ip: f.ip,
-                reason: format!("automatic: score {best} ({})", reasons.join(", ")),
-                expires_at: Utc::now() + chrono::Duration::minutes(i64::from(minutes)),
-            }));
-        }
+        f.verdicts(
+            best,
+            block,
+            reasons.iter().map(|r| (*r).to_owned()).collect(),
+            out,
+        );
     }
 
     /// Forgets everything older than the window.
@@ -562,6 +612,16 @@ fn make_room<K: Hash + Eq + Clone, V: LastActive>(
     *evicted += oldest.len() as u64;
 }
 
+/// Most observations waiting for the shared store; more are scored by this node alone
+/// (counted as `scored_alone`).
+const MAX_PENDING: usize = 4096;
+/// Most observations in one round trip to the shared store.
+const MAX_BATCH: usize = 512;
+/// A round trip (both calls) that takes longer counts as a failure of the shared store.
+const SHARED_DEADLINE: Duration = Duration::from_secs(2);
+/// How often a node scoring alone probes the shared store.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// The actor holding [`Rules`] and writing their verdicts.
 pub struct SuspicionDetector {
     rules: Rules,
@@ -571,6 +631,16 @@ pub struct SuspicionDetector {
     store: Arc<dyn Store>,
     stats: Arc<ActorStats>,
     counters: Arc<Counters>,
+    sharing: Option<Sharing>,
+}
+
+/// The detector's side of shared windows: the store and the observations waiting for it.
+struct Sharing {
+    windows: Arc<dyn SharedWindows>,
+    /// Each with what this node's own windows decided, used if the store fails.
+    pending: VecDeque<(Observation, Vec<Verdict>)>,
+    in_flight: bool,
+    probing: bool,
 }
 
 /// Totals for metrics.
@@ -578,6 +648,27 @@ pub struct SuspicionDetector {
 pub struct Counters {
     flags: AtomicU64,
     blocks: AtomicU64,
+    /// Whether a shared store is configured.
+    shared: AtomicBool,
+    /// Whether the shared store answered last time.
+    shared_up: AtomicBool,
+    /// Round trips to the shared store that failed.
+    shared_failures: AtomicU64,
+    /// Observations scored on this node's windows alone although a store is configured.
+    scored_alone: AtomicU64,
+}
+
+/// Whether the detector shares its windows, for `/api/ops/actors` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SharingStatus {
+    /// `off` (no shared store configured), `shared`, or `alone` (the store failed; this node
+    /// scores on its own windows until a probe reaches it again).
+    pub mode: &'static str,
+    /// Round trips to the shared store that failed since start.
+    pub failures: u64,
+    /// Observations scored by this node alone since start although a store is configured
+    /// (while it was unreachable, or when too many waited for it).
+    pub scored_alone: u64,
 }
 
 /// Writes pending verdicts now; answers when they are stored (shutdown and tests).
@@ -593,8 +684,20 @@ impl SuspicionDetector {
 
     /// Starts the detector with maps of at most `max_keys` keys each.
     pub fn start_with(store: Arc<dyn Store>, max_keys: usize) -> SuspicionHandle {
+        Self::start_shared(store, max_keys, None)
+    }
+
+    /// Starts the detector, sharing its windows through `windows` when given (several nodes
+    /// then score one spammer together).
+    pub fn start_shared(
+        store: Arc<dyn Store>,
+        max_keys: usize,
+        windows: Option<Arc<dyn SharedWindows>>,
+    ) -> SuspicionHandle {
         let stats = Arc::new(ActorStats::default());
         let counters = Arc::new(Counters::default());
+        counters.shared.store(windows.is_some(), Relaxed);
+        counters.shared_up.store(windows.is_some(), Relaxed);
         let addr = SuspicionDetector {
             rules: Rules::with_max_keys(max_keys),
             flags: Vec::new(),
@@ -603,6 +706,12 @@ impl SuspicionDetector {
             store,
             stats: Arc::clone(&stats),
             counters: Arc::clone(&counters),
+            sharing: windows.map(|windows| Sharing {
+                windows,
+                pending: VecDeque::new(),
+                in_flight: false,
+                probing: false,
+            }),
         }
         .start();
         SuspicionHandle {
@@ -639,33 +748,11 @@ impl SuspicionDetector {
             }
         }));
     }
-}
 
-impl Actor for SuspicionDetector {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.stats.started();
-        ctx.set_mailbox_capacity(4096);
-        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.write(ctx));
-        ctx.run_interval(Duration::from_secs(60), |act, _| {
-            act.rules.sweep(Instant::now())
-        });
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.stats.stopped();
-    }
-}
-
-impl Handler<Observation> for SuspicionDetector {
-    type Result = ();
-
-    fn handle(&mut self, obs: Observation, ctx: &mut Self::Context) {
-        self.stats.handled();
+    /// Queues verdicts for the database (blocks at once); beyond the bound they are dropped
+    /// and counted.
+    fn emit(&mut self, verdicts: Vec<Verdict>, ctx: &mut Context<Self>) {
         let mut urgent = false;
-        let verdicts = self.rules.observe(&obs, Instant::now());
-        self.stats.evicted_many(self.rules.take_evictions());
         for verdict in verdicts {
             match verdict {
                 Verdict::Flag(f) if self.flags.len() < MAX_UNWRITTEN => {
@@ -683,6 +770,310 @@ impl Handler<Observation> for SuspicionDetector {
         if urgent {
             self.write(ctx);
         }
+    }
+
+    /// Sends the next batch of waiting observations to the shared store (one batch in
+    /// flight); its verdicts replace the local ones, or, if the store fails, the local
+    /// verdicts of everything waiting are used and the node scores alone.
+    fn send_batch(&mut self, ctx: &mut Context<Self>) {
+        let Some(sharing) = self.sharing.as_mut() else {
+            return;
+        };
+        if sharing.in_flight || sharing.pending.is_empty() {
+            return;
+        }
+        sharing.in_flight = true;
+        let n = sharing.pending.len().min(MAX_BATCH);
+        let batch: Vec<(Observation, Vec<Verdict>)> = sharing.pending.drain(..n).collect();
+        let windows = Arc::clone(&sharing.windows);
+        let round_trip = async move {
+            let res = tokio::time::timeout(SHARED_DEADLINE, score_shared(&*windows, &batch))
+                .await
+                .unwrap_or_else(|_| Err(SharedError("no answer within 2 s".into())));
+            (res, batch)
+        };
+        ctx.spawn(round_trip.into_actor(self).map(|(res, batch), act, ctx| {
+            if let Some(sharing) = act.sharing.as_mut() {
+                sharing.in_flight = false;
+            }
+            match res {
+                Ok(verdicts) => act.emit(verdicts, ctx),
+                Err(e) => {
+                    let local: Vec<Verdict> = batch.into_iter().flat_map(|(_, v)| v).collect();
+                    act.emit(local, ctx);
+                    act.score_alone(&e, ctx);
+                }
+            }
+            act.send_batch(ctx);
+        }));
+    }
+
+    /// The shared store failed: warn once, count, and use the local verdicts of whatever
+    /// still waits for it.
+    fn score_alone(&mut self, e: &SharedError, ctx: &mut Context<Self>) {
+        self.counters.shared_failures.fetch_add(1, Relaxed);
+        if self.counters.shared_up.swap(false, Relaxed) {
+            tracing::warn!(error = %e, "suspicion windows are not shared (the shared store failed): this node scores on its own windows until it is back");
+        }
+        let waiting = self
+            .sharing
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.pending))
+            .unwrap_or_default();
+        self.counters
+            .scored_alone
+            .fetch_add(waiting.len() as u64, Relaxed);
+        let local: Vec<Verdict> = waiting.into_iter().flat_map(|(_, v)| v).collect();
+        self.emit(local, ctx);
+    }
+
+    /// While scoring alone, asks whether the shared store is back; if so, shares again.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.counters.shared_up.load(Relaxed) {
+            return;
+        }
+        let Some(sharing) = self.sharing.as_mut() else {
+            return;
+        };
+        if sharing.probing {
+            return;
+        }
+        sharing.probing = true;
+        let windows = Arc::clone(&sharing.windows);
+        let probe = async move {
+            tokio::time::timeout(SHARED_DEADLINE, windows.probe())
+                .await
+                .unwrap_or_else(|_| Err(SharedError("no answer within 2 s".into())))
+        };
+        ctx.spawn(probe.into_actor(self).map(|res, act, _| {
+            if let Some(sharing) = act.sharing.as_mut() {
+                sharing.probing = false;
+            }
+            match res {
+                Ok(()) => {
+                    act.counters.shared_up.store(true, Relaxed);
+                    tracing::info!("suspicion windows are shared again: the shared store answers");
+                }
+                Err(e) => tracing::debug!(error = %e, "the shared suspicion store is still away"),
+            }
+        }));
+    }
+}
+
+/// Visitor keys as the shared store knows them: a hash (the same on every node; the store
+/// need not hold email addresses), 128 bits so that no one can make two count as one.
+fn shared_visitor(visitor: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(visitor.as_bytes());
+    hex::encode(&digest[..16])
+}
+
+/// The shared store's keys of one observation's windows, and where its counts go.
+fn window_ops(obs: &Observation, ops: &mut Vec<WindowOp>) {
+    match obs {
+        Observation::Honeypot { .. } => {}
+        Observation::RateLimited { team_id, ip, .. } => ops.push(WindowOp::Count {
+            key: format!("r:{team_id}:{ip}"),
+        }),
+        Observation::Message(m) => {
+            let (team, v, h) = (m.team_id, shared_visitor(&m.visitor), m.text.hash);
+            ops.push(WindowOp::Count {
+                key: format!("t:{team}:{v}:{h:016x}"),
+            });
+            if m.text.chars >= MIN_CHARS_ACROSS {
+                ops.push(WindowOp::Distinct {
+                    key: format!("s:{team}:{h:016x}"),
+                    member: v.clone(),
+                });
+            }
+            ops.push(WindowOp::Distinct {
+                key: format!("k:{team}:{}", m.ip),
+                member: v,
+            });
+            let key = format!("b:{team}:{}", m.ticket_id);
+            ops.push(if m.opened_ticket {
+                WindowOp::BurstOpen { key }
+            } else {
+                WindowOp::BurstNext { key }
+            });
+        }
+    }
+}
+
+/// Scores a batch on the shared windows: one call for the windows, and one for the scores
+/// when a rule fired. Pure apart from the store: the rules are the same as the local ones.
+async fn score_shared(
+    windows: &dyn SharedWindows,
+    batch: &[(Observation, Vec<Verdict>)],
+) -> Result<Vec<Verdict>, SharedError> {
+    let mut ops = Vec::with_capacity(batch.len() * 4);
+    for (obs, _) in batch {
+        window_ops(obs, &mut ops);
+    }
+    let expected = ops.len();
+    let counts = if ops.is_empty() {
+        Vec::new()
+    } else {
+        windows.count(ops).await?
+    };
+    if counts.len() != expected {
+        return Err(SharedError(format!(
+            "the store answered {} counts for {expected} windows",
+            counts.len()
+        )));
+    }
+    let mut counts = counts
+        .into_iter()
+        .map(|c| usize::try_from(c).unwrap_or(usize::MAX));
+    let mut next = || counts.next().unwrap_or(0);
+    let mut firings: Vec<Firing<'_>> = Vec::new();
+    for (obs, _) in batch {
+        match obs {
+            Observation::Honeypot {
+                team_id,
+                ip,
+                settings,
+            } => firings.push(Firing {
+                team_id: *team_id,
+                reason: "honeypot",
+                detail: "filled the hidden honeypot field".into(),
+                ticket_id: None,
+                visitor: None,
+                ip: *ip,
+                settings,
+            }),
+            Observation::RateLimited {
+                team_id,
+                tier,
+                visitor,
+                ip,
+                settings,
+            } => {
+                if let Some((reason, detail)) = trips_reason(next(), *tier) {
+                    firings.push(Firing {
+                        team_id: *team_id,
+                        reason,
+                        detail,
+                        ticket_id: None,
+                        visitor: visitor.as_deref(),
+                        ip: *ip,
+                        settings,
+                    });
+                }
+            }
+            Observation::Message(m) => {
+                let same_text = next();
+                let senders = (m.text.chars >= MIN_CHARS_ACROSS).then(&mut next);
+                let ip_keys = next();
+                let burst = next();
+                let counts = MessageCounts {
+                    same_text,
+                    senders,
+                    ip_keys,
+                    burst: (!m.opened_ticket && burst > 0)
+                        .then(|| u32::try_from(burst).unwrap_or(u32::MAX)),
+                };
+                for (reason, detail) in message_reasons(m, &counts) {
+                    firings.push(Firing {
+                        team_id: m.team_id,
+                        reason,
+                        detail,
+                        ticket_id: Some(m.ticket_id),
+                        visitor: Some(&m.visitor),
+                        ip: m.ip,
+                        settings: &m.settings,
+                    });
+                }
+            }
+        }
+    }
+    if firings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let score_ops: Vec<ScoreOp> = firings
+        .iter()
+        .map(|f| {
+            let mut subjects = vec![format!("sc:{}:i:{}", f.team_id, f.ip)];
+            if let Some(v) = f.visitor {
+                subjects.push(format!("sc:{}:v:{}", f.team_id, shared_visitor(v)));
+            }
+            ScoreOp {
+                subjects,
+                reason: f.reason,
+                weights: REASONS
+                    .iter()
+                    .map(|r| (*r, f.settings.weights.of(r)))
+                    .collect(),
+                block_threshold: f.settings.block_threshold,
+                block_secs: u64::from(f.settings.block_minutes) * 60,
+            }
+        })
+        .collect();
+    let outcomes = windows.score(score_ops).await?;
+    if outcomes.len() != firings.len() {
+        return Err(SharedError(format!(
+            "the store answered {} scores for {} firings",
+            outcomes.len(),
+            firings.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for (f, o) in firings.into_iter().zip(outcomes) {
+        if o.new {
+            f.verdicts(o.best.min(100), o.block, o.reasons, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// Every rule's reason (the weights a shared score sums over).
+const REASONS: [&str; 7] = [
+    "honeypot",
+    "repeated_message",
+    "repeated_across_visitors",
+    "link_density",
+    "enumeration",
+    "rate_limited",
+    "burst_after_creation",
+];
+
+impl Actor for SuspicionDetector {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.stats.started();
+        ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.write(ctx));
+        ctx.run_interval(Duration::from_secs(60), |act, _| {
+            act.rules.sweep(Instant::now())
+        });
+        if self.sharing.is_some() {
+            ctx.run_interval(PROBE_EVERY, |act, ctx| act.probe(ctx));
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stats.stopped();
+    }
+}
+
+impl Handler<Observation> for SuspicionDetector {
+    type Result = ();
+
+    fn handle(&mut self, obs: Observation, ctx: &mut Self::Context) {
+        self.stats.handled();
+        // The local windows always learn, so that a node left alone scores on what it saw.
+        let verdicts = self.rules.observe(&obs, Instant::now());
+        self.stats.evicted_many(self.rules.take_evictions());
+        if let Some(sharing) = self.sharing.as_mut() {
+            if self.counters.shared_up.load(Relaxed) && sharing.pending.len() < MAX_PENDING {
+                sharing.pending.push_back((obs, verdicts));
+                self.send_batch(ctx);
+                return;
+            }
+            self.counters.scored_alone.fetch_add(1, Relaxed);
+        }
+        self.emit(verdicts, ctx);
     }
 }
 
@@ -733,6 +1124,21 @@ impl SuspicionHandle {
     /// The detector's counters.
     pub fn stats(&self) -> ActorStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// Whether the windows are shared, and how often they were not.
+    pub fn sharing(&self) -> SharingStatus {
+        let c = &self.counters;
+        let mode = match (c.shared.load(Relaxed), c.shared_up.load(Relaxed)) {
+            (false, _) => "off",
+            (true, true) => "shared",
+            (true, false) => "alone",
+        };
+        SharingStatus {
+            mode,
+            failures: c.shared_failures.load(Relaxed),
+            scored_alone: c.scored_alone.load(Relaxed),
+        }
     }
 
     /// Flags and automatic blocks raised since start.

@@ -13,6 +13,7 @@
 pub mod budgets;
 pub mod feed;
 pub mod redis;
+pub mod spam_redis;
 
 use crate::blocks::BlockList;
 use crate::store::PgStore;
@@ -62,6 +63,9 @@ pub struct ClusterSettings {
     /// Redis 7 for what nodes must count together (rate budgets, suspicion windows); unset:
     /// each node counts alone, as one node does.
     pub redis_url: Option<String>,
+    /// What every Redis key of this cluster starts with (`REDIS_PREFIX`), so that several
+    /// clusters (or tests) can share one Redis.
+    pub redis_prefix: String,
 }
 
 impl Default for ClusterSettings {
@@ -71,6 +75,7 @@ impl Default for ClusterSettings {
             heartbeat: Duration::from_secs(1),
             name: String::new(),
             redis_url: None,
+            redis_prefix: "colloquy:".to_owned(),
         }
     }
 }

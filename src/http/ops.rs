@@ -8,6 +8,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use colloquy_actors::rate_limiter::BudgetsStatus;
 use colloquy_actors::stats::ActorStatsSnapshot;
+use colloquy_actors::suspicion::SharingStatus;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -173,6 +174,7 @@ async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     m.set_pool(state.store.pool().status(), state.store.read_connections());
     let (flags, blocks) = state.suspicion.verdicts();
     m.set_suspicion(flags, blocks);
+    m.set_suspicion_sharing(&state.suspicion.sharing());
     m.set_actor("ticket_supervisor", &state.tickets.supervisor_stats());
     m.set_group_commit(&state.store.group_commit_stats());
     m.set_cluster(&state.cluster.status());
@@ -251,6 +253,7 @@ async fn actors(
             .collect(),
         ticket_actors: state.tickets.stats().into(),
         suspicion_detector: state.suspicion.stats().into(),
+        suspicion_sharing: state.suspicion.sharing().into(),
         mailer: state.mailer.stats().into(),
         database_pool: PoolCounters {
             size: pool.size,
@@ -283,6 +286,8 @@ pub struct Actors {
     pub ticket_actors: ActorCounters,
     /// The suspicion detector.
     pub suspicion_detector: ActorCounters,
+    /// Whether the detector's windows are shared with the other nodes (Redis).
+    pub suspicion_sharing: SuspicionSharing,
     /// The restore queue and mail delivery: `queued` restore requests and wake-ups waiting,
     /// `handled` looked up or delivered, `dropped` refused by a full queue, `errors` failed
     /// lookups or deliveries.
@@ -355,6 +360,28 @@ impl From<BudgetsStatus> for RateLimitBudgets {
             fallbacks: b.fallbacks,
             fallback_checks: b.fallback_checks,
             store_calls: b.store_calls,
+        }
+    }
+}
+
+/// Whether the suspicion detector's windows are shared (`colloquy_actors::suspicion::SharingStatus`).
+#[derive(Serialize, ToSchema)]
+pub struct SuspicionSharing {
+    /// `off` (no `REDIS_URL`), `shared`, or `alone` (Redis failed; this node scores on its
+    /// own windows until a probe reaches it again).
+    pub mode: &'static str,
+    /// Round trips to Redis that failed since start.
+    pub failures: u64,
+    /// Observations scored by this node alone since start although Redis is configured.
+    pub scored_alone: u64,
+}
+
+impl From<SharingStatus> for SuspicionSharing {
+    fn from(s: SharingStatus) -> Self {
+        Self {
+            mode: s.mode,
+            failures: s.failures,
+            scored_alone: s.scored_alone,
         }
     }
 }

@@ -22,6 +22,7 @@ mod security_ops;
 mod security_restore;
 mod security_streams;
 mod shutdown;
+mod spam_cluster;
 mod stream;
 mod supervisor;
 mod ticket_rules;
