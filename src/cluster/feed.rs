@@ -79,13 +79,22 @@ async fn listen(cluster: &Cluster) -> anyhow::Result<()> {
         let ping = format!("p {me} ");
         let mut heard = Instant::now();
         let mut every = actix_web::rt::time::interval(PING_DEADLINE / 3);
+        // A sync ping (`p <node> <n>`, see `Cluster::catch_up`) is on its way.
+        let mut sync_pending = false;
         loop {
             tokio::select! {
                 n = rx.recv() => match n {
-                    Some(payload) if payload.starts_with(&ping) => heard = Instant::now(),
-                    Some(payload) => cluster.on_notice(&payload),
+                    Some(payload) if payload.starts_with(&ping) => {
+                        heard = Instant::now();
+                        if let Ok(n) = payload[ping.len()..].parse::<u64>() {
+                            cluster.sync_heard(n);
+                            sync_pending = false;
+                        }
+                    }
+                    Some(payload) => cluster.on_notice(&payload).await,
                     None => anyhow::bail!("the feed's connection closed"),
                 },
+                _ = cluster.census.sync.wake.notified(), if !sync_pending => {}
                 _ = every.tick() => {
                     if heard.elapsed() > PING_DEADLINE {
                         anyhow::bail!("no ping heard back for {PING_DEADLINE:?}");
@@ -95,6 +104,18 @@ async fn listen(cluster: &Cluster) -> anyhow::Result<()> {
                     tokio::time::timeout(PING_DEADLINE, client.batch_execute(&notify))
                         .await
                         .map_err(|_| anyhow::anyhow!("ping not sent within {PING_DEADLINE:?}"))??;
+                }
+            }
+            if !sync_pending {
+                if let Some(n) = cluster.next_sync_ping() {
+                    // Not heard back within PING_DEADLINE: the check above gives the feed up.
+                    let notify = format!("NOTIFY {CHANNEL}, '{ping}{n}'");
+                    tokio::time::timeout(PING_DEADLINE, client.batch_execute(&notify))
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!("sync ping not sent within {PING_DEADLINE:?}")
+                        })??;
+                    sync_pending = true;
                 }
             }
         }

@@ -159,6 +159,8 @@ impl Tickets {
     /// Another node changed this ticket: its live actor here, if any, catches up.
     pub fn changed_elsewhere(&self, ticket_id: Uuid) {
         if let Some(live) = self.live(ticket_id) {
+            // At once, not when the actor gets to it: reads skip the snapshot from now on.
+            live.view.mark_changed();
             if live.addr.try_send(CatchUp).is_err() {
                 self.shared.stats.dropped();
             }
@@ -426,14 +428,19 @@ impl Tickets {
             .registry
             .get(&ticket_id)
             .filter(|l| l.addr.connected())
-            .map(|l| l.view.load());
-        let view = match live_view {
-            Some(view) => view,
-            None => self.actor(team_id, ticket_id).await?.view.load(),
+            .map(|l| (l.view.load(), l.view.behind()));
+        let (view, behind) = match live_view {
+            Some(seen) => seen,
+            None => {
+                let live = self.actor(team_id, ticket_id).await?;
+                (live.view.load(), live.view.behind())
+            }
         };
         self.shared.stats.handled();
-        if view.epoch != self.shared.epoch() {
-            return Ok(None); // not caught up since memory became trusted again
+        if view.epoch != self.shared.epoch() || behind {
+            // Not caught up since memory became trusted again, or with a change another
+            // node announced.
+            return Ok(None);
         }
         view.check_access(team_id, visitor)?;
         Ok(Some(view))
@@ -443,7 +450,7 @@ impl Tickets {
     /// ticket without one is loaded from the database when needed.
     fn caught_up(&self, ticket_id: Uuid) -> bool {
         self.live(ticket_id)
-            .is_none_or(|l| l.view.load().epoch == self.shared.epoch())
+            .is_none_or(|l| l.view.load().epoch == self.shared.epoch() && !l.view.behind())
     }
 
     /// Lets every ticket actor commit what it has queued; new appends are refused.
