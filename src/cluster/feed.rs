@@ -17,9 +17,12 @@ const NOTICE_QUEUE: usize = 16_384;
 /// A ping not heard back within this long means the feed is dead even if its socket is not.
 const PING_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Runs the feed for as long as the System runs, reconnecting with a growing pause.
+/// Runs the feed for as long as the System runs, reconnecting with a growing pause. On a
+/// thread of its own: every request waits for the feed's sync ping (`Cluster::catch_up`), so
+/// the feed must not queue behind whatever else runs on the System's thread.
 pub(super) fn start(cluster: Cluster) {
-    actix_web::rt::spawn(async move {
+    let thread = actix::Arbiter::new();
+    thread.spawn(async move {
         let mut pause = Duration::from_millis(100);
         loop {
             let started = Instant::now();

@@ -75,7 +75,7 @@ impl Default for ClusterSettings {
 
 /// How long a request waits for its node to have heard every change committed before it
 /// arrived; beyond that the feed is too far behind to answer from memory: 503 `unavailable`.
-const CATCH_UP_DEADLINE: Duration = Duration::from_secs(1);
+const CATCH_UP_DEADLINE: Duration = Duration::from_millis(1500);
 
 /// Read-your-writes across nodes. A client that got a 201 through node A and reads through B
 /// must see its write, but A's notice reaches B a few milliseconds later. NOTIFY delivers
