@@ -71,6 +71,7 @@
 #   BENCH_SSE_PER_TICKET    sse-memory: streams per ticket (default 4)
 #   BENCH_OUT               report path (full: BENCHMARKS.md; smoke: a temp file)
 #   BENCH_KEEP=1            keep the database and the run directory (wrk/pgbench outputs, logs)
+#   BENCH_DB_NAME           the database to recreate (default colloquy_bench)
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to colloquy (defaults 8, cores, info)
 #   BENCH_NO_BUILD=1        skip `cargo build` and use the binaries already built
 #   CARGO_TARGET_DIR        default ~/.cache/colloquy/target
@@ -162,7 +163,7 @@ if want v1-mix && ! [[ "$NV1" =~ ^[0-9]+$ && "$NV1" -ge 4 ]]; then
 fi
 BULK_TPT=20
 MSGS=20
-DB_NAME=colloquy_bench
+DB_NAME="${BENCH_DB_NAME:-colloquy_bench}" # another name lets two runs share a server
 ((INSTR)) && DB_NAME=colloquy_bench_instr # may run beside a throughput run
 ADMIN_TOKEN="bench-admin-token-$(date +%s)-0123456789"
 POOL="${DATABASE_POOL_SIZE:-8}"
