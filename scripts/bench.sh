@@ -1243,10 +1243,10 @@ if want cluster-post-spread || want cluster-poll-tail || want cluster-feed || wa
         echo
         echo "Both nodes (release, CHANGE_FEED=postgres, pool $POOL and $WORKERS_N workers each) and HAProxy (round-robin, health checks on /readyz) share this machine's $NPROC cores with wrk and PostgreSQL; the single-node figures are this run's. Targets (issue 16): POST ≥ 0.9× one node, tail poll ≥ 0.8× one node."
         echo
-        echo "| load | c | through HAProxy req/s | one node req/s | ratio | p50 ms | p99 ms | non-2xx | 5xx |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         echo "($NPROC cores: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), kernel $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). HAProxy: $(haproxy -v 2>/dev/null | head -n 1 | cut -d' ' -f1-3), nbthread ${CLUSTER_LB_THREADS:-$NPROC}, http-reuse always, no logging. lb-*: one node behind the same HAProxy, the balancer's own cost.)"
         echo
+        echo "| load | c | through HAProxy req/s | one node req/s | ratio | p50 ms | p99 ms | non-2xx | 5xx |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         awk -F'\t' '$1 == "cluster-post-spread" || $1 == "cluster-poll-tail" || $1 == "lb-post-spread" || $1 == "lb-poll-tail" { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $12, $13, $4, $5, $7, $8 }' "$RESULTS"
         if ((${#CLUSTER_ROWS[@]})); then
             echo
