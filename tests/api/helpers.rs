@@ -120,10 +120,10 @@ pub fn skip_in_cluster_without_shared_counters(reason: &str) -> bool {
     !shared && skip_in_cluster(reason)
 }
 
-/// A real HAProxy in front of the test's nodes. It runs under a small `sh` that stops it as
-/// soon as its standard input closes, which happens when this value is dropped and also when
-/// the test process dies any other way (a panic that aborts, a runner's kill -9), so no
-/// HAProxy outlives its test.
+/// A real HAProxy in front of the test's nodes. It runs under a small `sh` that stops it (and
+/// removes its directory) as soon as its standard input closes, which happens when this value
+/// is dropped and also when the test process dies any other way (a panic that aborts, a
+/// runner's kill -9), so no HAProxy outlives its test.
 struct LoadBalancer {
     address: String,
     guard: std::process::Child,
@@ -134,10 +134,11 @@ impl LoadBalancer {
     async fn start(nodes: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("colloquy-lb-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("create the load balancer's directory");
         let mut last_log = String::new();
         // A free port can be taken by someone else before HAProxy binds it: try a few.
         for _ in 0..5 {
+            // The guard removes the directory when HAProxy has stopped (also after a failed try).
+            std::fs::create_dir_all(&dir).expect("create the load balancer's directory");
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
@@ -148,7 +149,7 @@ impl LoadBalancer {
             let log_file = std::fs::File::create(&log).expect("create haproxy.log");
             let guard = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(r#"haproxy -db -f "$1" </dev/null & hp=$!; read -r _; kill "$hp" 2>/dev/null; wait "$hp""#)
+                .arg(r#"haproxy -db -f "$1" </dev/null & hp=$!; read -r _; kill "$hp" 2>/dev/null; wait "$hp"; rm -rf "${1%/*}""#)
                 .arg("sh")
                 .arg(&cfg)
                 .stdin(std::process::Stdio::piped())
