@@ -31,6 +31,8 @@
 #   cluster-feed         the post-spread load again, with examples/feed_probe.rs writing through
 #                        node a and tail-polling node b: the feed's write-to-visible latency
 #                        p50/p99 under that load (and stale reads: none allowed)
+#   lb-post-spread       post-spread through the same HAProxy in front of the single node
+#   lb-poll-tail         poll-tail likewise: the balancer's own cost (scripts/cluster.sh lb-only)
 #
 # (cluster-post-spread and cluster-poll-tail add their single-node load when it is not named.)
 #
@@ -69,6 +71,7 @@
 #   BENCH_SSE_PER_TICKET    sse-memory: streams per ticket (default 4)
 #   BENCH_OUT               report path (full: BENCHMARKS.md; smoke: a temp file)
 #   BENCH_KEEP=1            keep the database and the run directory (wrk/pgbench outputs, logs)
+#   BENCH_DB_NAME           the database to recreate (default colloquy_bench)
 #   DATABASE_POOL_SIZE, WORKERS, RUST_LOG   passed to colloquy (defaults 8, cores, info)
 #   BENCH_NO_BUILD=1        skip `cargo build` and use the binaries already built
 #   CARGO_TARGET_DIR        default ~/.cache/colloquy/target
@@ -132,11 +135,13 @@ for v in SSE_N SSE_K V1_POLLS; do
 done
 
 ALL_LOADS="post-spread post-hot poll-tail poll-new tickets v1-mix memory sse-memory"
-CLUSTER_LOADS="cluster-post-spread cluster-poll-tail cluster-feed" # opt-in (BENCH_LOADS)
+CLUSTER_LOADS="cluster-post-spread cluster-poll-tail cluster-feed lb-post-spread lb-poll-tail" # opt-in (BENCH_LOADS)
 LOADS="${BENCH_LOADS:-$ALL_LOADS}"
 # A cluster ratio needs its single-node load in the same run.
 [[ " $LOADS " == *" cluster-post-spread "* && " $LOADS " != *" post-spread "* ]] && LOADS="$LOADS post-spread"
 [[ " $LOADS " == *" cluster-poll-tail "* && " $LOADS " != *" poll-tail "* ]] && LOADS="$LOADS poll-tail"
+[[ " $LOADS " == *" lb-post-spread "* && " $LOADS " != *" post-spread "* ]] && LOADS="$LOADS post-spread"
+[[ " $LOADS " == *" lb-poll-tail "* && " $LOADS " != *" poll-tail "* ]] && LOADS="$LOADS poll-tail"
 for l in $LOADS; do
     [[ " $ALL_LOADS $CLUSTER_LOADS " == *" $l "* ]] || {
         echo "bench: unknown load '$l' in BENCH_LOADS (loads: $ALL_LOADS $CLUSTER_LOADS)" >&2
@@ -158,7 +163,7 @@ if want v1-mix && ! [[ "$NV1" =~ ^[0-9]+$ && "$NV1" -ge 4 ]]; then
 fi
 BULK_TPT=20
 MSGS=20
-DB_NAME=colloquy_bench
+DB_NAME="${BENCH_DB_NAME:-colloquy_bench}" # another name lets two runs share a server
 ((INSTR)) && DB_NAME=colloquy_bench_instr # may run beside a throughput run
 ADMIN_TOKEN="bench-admin-token-$(date +%s)-0123456789"
 POOL="${DATABASE_POOL_SIZE:-8}"
@@ -810,10 +815,35 @@ restart_colloquy() { # a fresh process, its HTTP workers and pool warmed without
     sleep 1
 }
 
+# ------------------------------------------------------------------- one node behind HAProxy
+# The cluster's HAProxy configuration (scripts/cluster.sh lb-only) in front of the single
+# node: what the balancer's hop costs by itself, to tell it from what the cluster costs.
+single_rps() { awk -F'\t' -v l="$1" -v c="$2" '$1 == l && $2 == c { v = $3 } END { print v + 0 }' "$RESULTS"; }
+if want lb-post-spread || want lb-poll-tail; then
+    lb_sh() { CLUSTER_DIR="$RUN/lb" "$ROOT/scripts/cluster.sh" "$@"; }
+    if LB_ONLY_URL="$(lb_sh lb-only "${BASE#http://}" 2>"$RUN/lb-up.log")"; then
+        log "one node behind HAProxy: $LB_ONLY_URL -> $BASE"
+        if want lb-post-spread; then
+            for c in $CONC; do
+                TARGET=lb URL="$LB_ONLY_URL" run_wrk lb-post-spread post.lua "$RUN/post.tsv" "$c"
+                record lb-post-spread "$c" "one node req/s" "$(single_rps post-spread "$c")" ""
+            done
+        fi
+        if want lb-poll-tail; then
+            for c in $CONC; do
+                TARGET=lb URL="$LB_ONLY_URL" run_wrk lb-poll-tail messages.lua "$RUN/tail.tsv" "$c" BENCH_AFTER=tail
+                record lb-poll-tail "$c" "one node req/s" "$(single_rps poll-tail "$c")" ""
+            done
+        fi
+    else
+        fail "scripts/cluster.sh lb-only failed: $(tail -n 3 "$RUN/lb-up.log" | tr '\n' ' ')"
+    fi
+    lb_sh down 2>>"$RUN/lb-up.log" || true
+fi
+
 # ---------------------------------------------------------------------------------- cluster
 # Two nodes behind HAProxy on the same (seeded) database: scripts/cluster.sh.
 CLUSTER_ROWS=()
-single_rps() { awk -F'\t' -v l="$1" -v c="$2" '$1 == l && $2 == c { v = $3 } END { print v + 0 }' "$RESULTS"; }
 if want cluster-post-spread || want cluster-poll-tail || want cluster-feed; then
     if [[ "${BENCH_NO_BUILD:-0}" != 1 ]] && want cluster-feed; then
         cargo build --release --quiet --example feed_probe
@@ -1206,16 +1236,18 @@ CREF=64
     fi
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
-if want cluster-post-spread || want cluster-poll-tail || want cluster-feed; then
+if want cluster-post-spread || want cluster-poll-tail || want cluster-feed || want lb-post-spread || want lb-poll-tail; then
     {
         echo
         echo "## Cluster: two nodes behind HAProxy (scripts/cluster.sh)"
         echo
         echo "Both nodes (release, CHANGE_FEED=postgres, pool $POOL and $WORKERS_N workers each) and HAProxy (round-robin, health checks on /readyz) share this machine's $NPROC cores with wrk and PostgreSQL; the single-node figures are this run's. Targets (issue 16): POST ≥ 0.9× one node, tail poll ≥ 0.8× one node."
         echo
-        echo "| load | c | cluster req/s | one node req/s | ratio | p50 ms | p99 ms | non-2xx | 5xx |"
+        echo "($NPROC cores: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), kernel $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). HAProxy: $(haproxy -v 2>/dev/null | head -n 1 | cut -d' ' -f1-3), nbthread ${CLUSTER_LB_THREADS:-$NPROC}, http-reuse always, no logging. lb-*: one node behind the same HAProxy, the balancer's own cost.)"
+        echo
+        echo "| load | c | through HAProxy req/s | one node req/s | ratio | p50 ms | p99 ms | non-2xx | 5xx |"
         echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-        awk -F'\t' '$1 == "cluster-post-spread" || $1 == "cluster-poll-tail" { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $12, $13, $4, $5, $7, $8 }' "$RESULTS"
+        awk -F'\t' '$1 == "cluster-post-spread" || $1 == "cluster-poll-tail" || $1 == "lb-post-spread" || $1 == "lb-poll-tail" { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $12, $13, $4, $5, $7, $8 }' "$RESULTS"
         if ((${#CLUSTER_ROWS[@]})); then
             echo
             echo "The change feed under the POST load (cluster-feed): examples/feed_probe.rs writes through node a (2 visitors, one message at a time) and polls node b's tail every 2 ms until the message is answered; latency from a's 201 to b's answer."

@@ -20,6 +20,8 @@
 #   scripts/cluster.sh start-node a|b   (re)start one node on its port (after a kill -9)
 #   scripts/cluster.sh start-redis  (re)start the cluster's private redis-server on its port
 #                                   (after scripts/chaos.sh killed it)
+#   scripts/cluster.sh lb-only HOST:PORT…   only HAProxy, same configuration, in front of
+#                                   servers already running (prints its URL; `down` stops it)
 #   scripts/cluster.sh --run CMD [ARG...]
 #                                   up, run CMD with BASE_URL (the load balancer), ADMIN_TOKEN,
 #                                   NODE_A_URL, NODE_B_URL, CLUSTER_DB_URL, CLUSTER_DIR,
@@ -31,6 +33,7 @@
 #   CLUSTER_RELEASE=1    build and serve the release binary (default: debug)
 #   CLUSTER_NO_BUILD=1   use the binary already built
 #   CLUSTER_LB_PORT      the load balancer's port (default: a free one)
+#   CLUSTER_LB_THREADS   HAProxy's nbthread (default: the number of cores)
 #   CLUSTER_FEED         CHANGE_FEED of the nodes (default postgres; `off` shows the fallback)
 #   CLUSTER_DATABASE_URL serve this (migrated or empty) database instead of a fresh one; `down`
 #                        leaves it in place (scripts/bench.sh: its seeded database)
@@ -138,16 +141,26 @@ save_state() {
     mv "$STATE.tmp" "$STATE"
 }
 
-write_haproxy_cfg() {
+write_haproxy_cfg() { # servers: $LB_SERVERS (host:port …), default both nodes
+    local servers="${LB_SERVERS:-127.0.0.1:$NODE_A_PORT 127.0.0.1:$NODE_B_PORT}" i=0 s name
     cat >"$CLUSTER_DIR/haproxy.cfg" <<EOF
 # Written by scripts/cluster.sh; compose.yaml carries the same settings.
 global
-    maxconn 4000
+    maxconn 8000
+    # Threads: one per core by default; on a machine shared with the nodes fewer can do
+    # better (docs/scale-out.md, Measured).
+    nbthread ${CLUSTER_LB_THREADS:-$(nproc)}
     pidfile $CLUSTER_DIR/haproxy.pid
+    # No log lines: a line per request costs the balancer CPU the nodes need.
 
 defaults
     mode http
+    maxconn 8000
     option forwardfor
+    # Keep-alive on both sides, and any idle connection to a node serves any request: no
+    # connect per request on either side.
+    option http-keep-alive
+    http-reuse always
     timeout connect 2s
     timeout client 15m
     timeout server 15m
@@ -165,9 +178,12 @@ backend nodes
     option httpchk GET /readyz
     http-check expect status 200
     default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2
-    server a 127.0.0.1:$NODE_A_PORT check
-    server b 127.0.0.1:$NODE_B_PORT check
 EOF
+    for s in $servers; do
+        case "$i" in 0) name=a ;; 1) name=b ;; *) name="n$i" ;; esac
+        printf '    server %s %s check\n' "$name" "$s" >>"$CLUSTER_DIR/haproxy.cfg"
+        i=$((i + 1))
+    done
 }
 
 start_lb() {
@@ -384,6 +400,22 @@ cmd_start_node() {
     log "node $n up again (pid ${!pid_var})"
 }
 
+# lb-only HOST:PORT…: only HAProxy (the same configuration) in front of servers already
+# running, e.g. one node, to tell the balancer's cost from the cluster's (scripts/bench.sh).
+cmd_lb_only() {
+    (($#)) || die "lb-only needs HOST:PORT of at least one server"
+    if load_state && alive "${LB_PID:-}"; then die "a load balancer already runs from $CLUSTER_DIR"; fi
+    mkdir -p "$CLUSTER_DIR"
+    rm -f "$STATE" "$CLUSTER_DIR/haproxy.log"
+    command -v curl >/dev/null 2>&1 || die "curl is missing (Debian: apt-get install curl)"
+    need_haproxy
+    LB_PORT="${CLUSTER_LB_PORT:-$(free_port)}" || die "no free port for the load balancer"
+    LB_SERVERS="$*" write_haproxy_cfg
+    start_lb
+    save_state
+    printf 'http://127.0.0.1:%s\n' "$LB_PORT"
+}
+
 cmd_run() {
     (($#)) || die "--run needs a command"
     trap 'exit 130' INT
@@ -403,6 +435,10 @@ case "${1:-}" in
     down) cmd_down ;;
     start-node) cmd_start_node "${2:-}" ;;
     start-redis) cmd_start_redis ;;
+    lb-only)
+        shift
+        cmd_lb_only "$@"
+        ;;
     --run)
         shift
         cmd_run "$@"

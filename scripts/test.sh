@@ -20,7 +20,8 @@
 #      spam corpus round-robin over both nodes, budgets and spam windows shared through Redis
 #      (RATE_LIMIT_NODES=1 when the cluster has Redis, whose budgets hold across nodes; 2
 #      without; the corpus step is SKIP when no Redis answers on 127.0.0.1:6379 and REDIS_URL
-#      is unset)
+#      is unset); then the Rust API suites widget_post, widget_read, widget_v1, operator and
+#      stream with COLLOQUY_TEST_TOPOLOGY=cluster (two nodes and an HAProxy per test)
 #   5. prints a summary; exits non-zero if any step failed (every step runs regardless; a
 #      SKIP line is not a failure).
 #
@@ -319,6 +320,19 @@ if [[ -x "$CARGO_TARGET_DIR/debug/colloquy" ]]; then
     cluster_t down || log "could not stop the cluster in $CLUSTER_T_DIR"
     CLUSTER_T_UP=0
 fi
+# The Rust black-box suites that make sense through a load balancer, each test against two
+# nodes of its own (CHANGE_FEED=postgres) behind its own HAProxy (tests/api/helpers.rs;
+# the tests that read one node or count per-node budgets skip themselves, docs/scale-out.md).
+CLUSTER_SUITES='test(/^(widget_post|widget_read|widget_v1|operator|stream)::/)'
+api_through_lb() {
+    command -v haproxy >/dev/null 2>&1 || { log "haproxy is not on PATH (scripts/cluster.sh installs it)"; return 1; }
+    if cargo nextest --version >/dev/null 2>&1; then
+        COLLOQUY_TEST_TOPOLOGY=cluster cargo nextest run --test api --no-tests=fail -E "$CLUSTER_SUITES"
+    else
+        COLLOQUY_TEST_TOPOLOGY=cluster cargo test --test api -- widget_post:: widget_read:: widget_v1:: operator:: stream::
+    fi
+}
+run_step "cluster: API suites (widget, v1, operator, stream) through HAProxy (COLLOQUY_TEST_TOPOLOGY=cluster)" api_through_lb
 
 # These build, serve and clean up by themselves (short forms; the full runs are by hand).
 run_step "API fuzzing: schemathesis on the OpenAPI document (scripts/fuzz.sh --short)" "$ROOT/scripts/fuzz.sh" --short

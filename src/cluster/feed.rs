@@ -17,9 +17,12 @@ const NOTICE_QUEUE: usize = 16_384;
 /// A ping not heard back within this long means the feed is dead even if its socket is not.
 const PING_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Runs the feed for as long as the System runs, reconnecting with a growing pause.
+/// Runs the feed for as long as the System runs, reconnecting with a growing pause. On a
+/// thread of its own: every request waits for the feed's sync ping (`Cluster::catch_up`), so
+/// the feed must not queue behind whatever else runs on the System's thread.
 pub(super) fn start(cluster: Cluster) {
-    actix_web::rt::spawn(async move {
+    let thread = actix::Arbiter::new();
+    thread.spawn(async move {
         let mut pause = Duration::from_millis(100);
         loop {
             let started = Instant::now();
@@ -69,7 +72,11 @@ async fn listen(cluster: &Cluster) -> anyhow::Result<()> {
         }
     });
     let result = async {
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        // The pings need no durability: not waiting for their WAL flush makes each one (and
+        // so each request's `catch_up`) cost no disk write.
+        client
+            .batch_execute(&format!("SET synchronous_commit TO off; LISTEN {CHANNEL}"))
+            .await?;
         // Whatever changed before LISTEN took effect is reloaded; what changes from now on
         // arrives as notices, so nothing falls between the two.
         cluster.revalidate().await;
@@ -79,13 +86,22 @@ async fn listen(cluster: &Cluster) -> anyhow::Result<()> {
         let ping = format!("p {me} ");
         let mut heard = Instant::now();
         let mut every = actix_web::rt::time::interval(PING_DEADLINE / 3);
+        // A sync ping (`p <node> <n>`, see `Cluster::catch_up`) is on its way.
+        let mut sync_pending = false;
         loop {
             tokio::select! {
                 n = rx.recv() => match n {
-                    Some(payload) if payload.starts_with(&ping) => heard = Instant::now(),
-                    Some(payload) => cluster.on_notice(&payload),
+                    Some(payload) if payload.starts_with(&ping) => {
+                        heard = Instant::now();
+                        if let Ok(n) = payload[ping.len()..].parse::<u64>() {
+                            cluster.sync_heard(n);
+                            sync_pending = false;
+                        }
+                    }
+                    Some(payload) => cluster.on_notice(&payload).await,
                     None => anyhow::bail!("the feed's connection closed"),
                 },
+                _ = cluster.census.sync.wake.notified(), if !sync_pending => {}
                 _ = every.tick() => {
                     if heard.elapsed() > PING_DEADLINE {
                         anyhow::bail!("no ping heard back for {PING_DEADLINE:?}");
@@ -95,6 +111,18 @@ async fn listen(cluster: &Cluster) -> anyhow::Result<()> {
                     tokio::time::timeout(PING_DEADLINE, client.batch_execute(&notify))
                         .await
                         .map_err(|_| anyhow::anyhow!("ping not sent within {PING_DEADLINE:?}"))??;
+                }
+            }
+            if !sync_pending {
+                if let Some(n) = cluster.next_sync_ping() {
+                    // Not heard back within PING_DEADLINE: the check above gives the feed up.
+                    let notify = format!("NOTIFY {CHANNEL}, '{ping}{n}'");
+                    tokio::time::timeout(PING_DEADLINE, client.batch_execute(&notify))
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!("sync ping not sent within {PING_DEADLINE:?}")
+                        })??;
+                    sync_pending = true;
                 }
             }
         }

@@ -20,7 +20,7 @@ use crate::store::PgStore;
 use crate::teams::TeamCache;
 use colloquy_actors::ticket::TicketRouter;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -80,6 +80,38 @@ impl Default for ClusterSettings {
     }
 }
 
+/// How long a request waits for its node to have heard every change committed before it
+/// arrived; beyond that the feed is too far behind to answer from memory: 503 `unavailable`.
+const CATCH_UP_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// Read-your-writes across nodes. A client that got a 201 through node A and reads through B
+/// must see its write, but A's notice reaches B a few milliseconds later. NOTIFY delivers
+/// notices in commit order, so once B hears back a ping it sent after the request arrived,
+/// every change committed before the request has been applied. One ping in flight serves
+/// every request that arrived before it was sent.
+#[derive(Debug)]
+struct SyncPoint {
+    /// The number of the last sync ping sent.
+    sent: AtomicU64,
+    /// The highest ping number a request waits for.
+    wanted: AtomicU64,
+    /// Wakes the feed to send a ping.
+    wake: tokio::sync::Notify,
+    /// The highest ping number heard back (also nudged when memory stops being trusted).
+    heard: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SyncPoint {
+    fn default() -> Self {
+        Self {
+            sent: AtomicU64::new(0),
+            wanted: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+            heard: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
 /// What this node knows of the cluster, shared by the heartbeat, the feed and `/api/ops`.
 #[derive(Debug, Default)]
 struct Census {
@@ -90,6 +122,7 @@ struct Census {
     /// Times memory was given up (feed lost, or a node without a feed appeared).
     distrusted: AtomicI64,
     notices: AtomicI64,
+    sync: SyncPoint,
 }
 
 /// The node's membership: registration, heartbeat, the feed and the trust they decide.
@@ -220,6 +253,50 @@ impl Cluster {
     fn set_feed_healthy(&self, healthy: bool) {
         self.census.feed_healthy.store(healthy, Ordering::Release);
         self.apply_trust();
+        // Requests waiting in `catch_up` read PostgreSQL now instead.
+        self.census.sync.heard.send_modify(|_| {});
+    }
+
+    /// Whether this node runs a change feed (and so [`Cluster::catch_up`] may wait).
+    pub fn has_feed(&self) -> bool {
+        self.settings.feed == ChangeFeed::Postgres
+    }
+
+    /// Before a request is handled: waits until this node has heard every change committed
+    /// anywhere before the request arrived (see [`SyncPoint`]), so it answers what a write
+    /// through another node just acknowledged. Only while memory is trusted: otherwise reads
+    /// go to PostgreSQL anyway. `false` when the feed did not answer within
+    /// [`CATCH_UP_DEADLINE`].
+    pub async fn catch_up(&self) -> bool {
+        let trusted = || self.census.trusted.load(Ordering::Acquire);
+        if self.settings.feed != ChangeFeed::Postgres || !trusted() {
+            return true;
+        }
+        let sync = &self.census.sync;
+        // A ping numbered above what was sent by now is sent after this request arrived.
+        let target = sync.sent.load(Ordering::SeqCst) + 1;
+        sync.wanted.fetch_max(target, Ordering::SeqCst);
+        let mut heard = sync.heard.subscribe();
+        sync.wake.notify_one();
+        let caught = actix_web::rt::time::timeout(
+            CATCH_UP_DEADLINE,
+            heard.wait_for(|h| *h >= target || !trusted()),
+        )
+        .await;
+        matches!(caught, Ok(Ok(_)))
+    }
+
+    /// The feed's side of [`Cluster::catch_up`]: whether a request waits for a ping not sent
+    /// yet; if so, the number of the ping to send now.
+    fn next_sync_ping(&self) -> Option<u64> {
+        let sync = &self.census.sync;
+        (sync.wanted.load(Ordering::SeqCst) > *sync.heard.borrow())
+            .then(|| sync.sent.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// The feed heard back its sync ping `n`.
+    fn sync_heard(&self, n: u64) {
+        self.census.sync.heard.send_modify(|h| *h = (*h).max(n));
     }
 
     /// Trust memory only if every writer's changes reach us: with a feed configured, while
@@ -261,8 +338,9 @@ impl Cluster {
         self.teams.set_trusted(trusted);
     }
 
-    /// A notice from the feed (see `sql/V3__cluster.sql` for the payloads).
-    fn on_notice(&self, payload: &str) {
+    /// A notice from the feed (see `sql/V3__cluster.sql` for the payloads); applied before
+    /// the next notice, so a sync ping heard after it finds it in force.
+    async fn on_notice(&self, payload: &str) {
         let mut parts = payload.splitn(3, ' ');
         let (kind, node, rest) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
         if node == Some(self.node_id.to_string().as_str()) {
@@ -287,10 +365,7 @@ impl Cluster {
                 Ok(team) => self.teams.invalidate(team),
                 Err(_) => self.teams.clear(),
             },
-            Some("B") => {
-                let (blocks, store) = (self.blocks.clone(), self.store.clone());
-                actix_web::rt::spawn(async move { blocks.refresh(&store).await });
-            }
+            Some("B") => self.blocks.refresh(&self.store).await,
             Some("p") => {} // another node's ping of its own feed
             _ => tracing::debug!(payload, "unknown change notice"),
         }

@@ -42,7 +42,26 @@ pub async fn deadline(
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let http_req = req.request().clone();
-    match tokio::time::timeout(REQUEST_DEADLINE, next.call(req)).await {
+    // In a cluster, a request first waits until this node has heard every change committed
+    // before it arrived (read-your-writes through a round-robin balancer); the probes and
+    // metrics are about this node and do not wait.
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .filter(|s| s.cluster.has_feed())
+        .filter(|_| !matches!(req.path(), "/healthz" | "/readyz" | "/metrics"))
+        .cloned();
+    let work = async move {
+        if let Some(state) = state {
+            if !state.cluster.catch_up().await {
+                return Err(ApiError::Unavailable(
+                    "this node has not heard its change feed catch up (read-your-writes)".into(),
+                )
+                .into());
+            }
+        }
+        next.call(req).await
+    };
+    match tokio::time::timeout(REQUEST_DEADLINE, work).await {
         Ok(res) => Ok(res?.map_into_left_body()),
         Err(_) => {
             let late = ApiError::Unavailable(format!(

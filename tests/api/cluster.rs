@@ -3,7 +3,7 @@
 //! PostgreSQL instead of memory (slower, never stale).
 
 use crate::helpers::{
-    assert_error, spawn_app_with, spawn_node, SseClient, TestApp, TestTeam, ADMIN_TOKEN,
+    assert_error, spawn_node, spawn_single_node_with, SseClient, TestApp, TestTeam, ADMIN_TOKEN,
 };
 use colloquy::cluster::ChangeFeed;
 use colloquy::config::Settings;
@@ -22,7 +22,7 @@ fn feed(on: bool) -> impl FnOnce(&mut Settings) {
 }
 
 async fn pair(with_feed: bool) -> (TestApp, TestApp) {
-    let a = spawn_app_with(feed(with_feed)).await;
+    let a = spawn_single_node_with(feed(with_feed)).await;
     let b = spawn_node(&a, feed(with_feed)).await;
     (a, b)
 }
@@ -144,7 +144,7 @@ async fn two_nodes_without_a_feed_read_postgresql_instead_of_stale_memory() {
 
 #[actix_web::test]
 async fn a_node_alone_trusts_its_memory_again_when_the_other_leaves() {
-    let a = spawn_app_with(feed(false)).await;
+    let a = spawn_single_node_with(feed(false)).await;
     assert_eq!(cluster_status(&a).await["memory_trusted"], true);
     {
         let b = spawn_node(&a, feed(false)).await;
@@ -208,6 +208,60 @@ async fn with_the_postgres_feed_a_change_through_one_node_reaches_the_other_at_o
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(cluster_status(&b).await["memory_trusted"], true);
+}
+
+/// Read-your-writes through a round-robin balancer: what one node acknowledged is in the
+/// other node's very next answer (not a few milliseconds later, when its notice arrives) —
+/// messages, a ticket's status, a team's settings.
+#[actix_web::test]
+async fn with_the_feed_what_one_node_acknowledged_the_other_answers_on_the_next_request() {
+    let (a, b) = pair(true).await;
+    let team = a.create_unlimited_team().await;
+    for node in [&a, &b] {
+        until_status(node, "feed up and memory trusted", |s| {
+            s["feed_healthy"] == true && s["memory_trusted"] == true && s["other_nodes_alive"] == 1
+        })
+        .await;
+    }
+    let (ticket, mut at) = ticket_live_on_both(&a, &b, &team).await;
+    for i in 0..20 {
+        let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let text = format!("answer {i}");
+        reply(writer, &team, &ticket, &text).await;
+        let page = poll(reader, &team, &ticket, &at).await;
+        let got: Vec<&str> = page["messages"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["content"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(got, [text.as_str()], "round {i}: {page}");
+        at = page["messages"][0]["created_at"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let status = if i % 2 == 0 { "resolved" } else { "pending" };
+        let res = writer
+            .patch_ticket(&team.secret, &ticket, &json!({"status": status}))
+            .await;
+        assert_eq!(res.status(), 200);
+        let page = poll(reader, &team, &ticket, &at).await;
+        assert_eq!(page["ticket_status"], status, "round {i}: {page}");
+    }
+    assert_eq!(cluster_status(&a).await["memory_trusted"], true);
+    assert_eq!(cluster_status(&b).await["memory_trusted"], true);
+
+    // A team setting changed through A holds on B's next request (B has the team cached).
+    let res = a
+        .patch_settings(&team.secret, &json!({"conversations_enabled": false}))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_error(
+        b.get_messages(&team.token, &ticket, &[("distinct_id", VISITOR)])
+            .await,
+        403,
+        "conversations_disabled",
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -369,7 +423,7 @@ async fn when_the_feed_drops_the_node_reads_postgresql_and_recovers_by_itself() 
 
 #[actix_web::test]
 async fn a_restarted_node_replaces_its_crashed_predecessor_in_the_registry() {
-    let a = spawn_app_with(feed(false)).await;
+    let a = spawn_single_node_with(feed(false)).await;
     let db = a.db().await;
     // A node that crashed on host:port `ghost:9` a moment ago: its beat still looks alive.
     let ghost = uuid::Uuid::new_v4();
@@ -398,7 +452,7 @@ async fn a_restarted_node_replaces_its_crashed_predecessor_in_the_registry() {
 /// listens on, in `/api/ops/cluster` and in `nodes`, not by `…:0`.
 #[actix_web::test]
 async fn a_node_on_port_zero_is_named_by_the_port_it_listens_on() {
-    let a = spawn_app_with(|s| {
+    let a = spawn_single_node_with(|s| {
         feed(true)(s);
         s.cluster.name = s.bind.to_string(); // a name given with port 0
     })
@@ -480,7 +534,7 @@ fn compose_yaml_describes_the_cluster() {
 /// when it is alone: a node that appears while the feed is down would not be heard.
 #[actix_web::test]
 async fn a_node_alone_with_its_feed_down_reads_postgresql_until_the_feed_is_back() {
-    let a = spawn_app_with(feed(true)).await;
+    let a = spawn_single_node_with(feed(true)).await;
     until_status(&a, "feed up", |s| {
         s["memory_trusted"] == true && s["feed_healthy"] == true && s["other_nodes_alive"] == 0
     })

@@ -15,7 +15,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A running colloquy with its own database.
 pub struct TestApp {
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`: the node, or in cluster topology the load balancer.
     pub address: String,
     /// The fresh database's name.
     pub db_name: String,
@@ -23,6 +23,10 @@ pub struct TestApp {
     pub db_config: tokio_postgres::Config,
     /// An HTTP client.
     pub client: Client,
+    /// In cluster topology: the nodes' addresses (the load balancer alternates between them).
+    pub nodes: Vec<String>,
+    /// In cluster topology: the HAProxy process, stopped when the app is dropped.
+    lb: Option<LoadBalancer>,
 }
 
 /// A team created through the admin API.
@@ -47,9 +51,213 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// [`spawn_app`] with settings changed by `configure` (e.g. an SMTP server).
+///
+/// With `COLLOQUY_TEST_TOPOLOGY=cluster` the same test runs against a cluster instead: two
+/// nodes on the fresh database with the PostgreSQL change feed (both with `configure`'s
+/// settings, and `REDIS_URL` when set), behind a real HAProxy (round-robin per request,
+/// health checks on `/readyz`), whose address is `TestApp::address`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let (db_name, db_config) = create_database().await;
+    if !cluster_topology() {
+        return serve_on(db_name, db_config, configure).await;
+    }
+    let mut settings = base_settings(&db_config);
+    configure(&mut settings);
+    settings.cluster.feed = colloquy::cluster::ChangeFeed::Postgres;
+    settings.cluster.heartbeat = Duration::from_millis(300);
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        if !url.is_empty() {
+            settings.cluster.redis_url = Some(url);
+        }
+    }
+    // Node a first: it runs the migrations; b starts on the migrated database.
+    let a = serve_settings(db_name.clone(), db_config.clone(), settings.clone()).await;
+    let b = serve_settings(db_name, db_config, settings).await;
+    let lb = LoadBalancer::start(&[&a.address, &b.address]).await;
+    TestApp {
+        address: lb.address.clone(),
+        nodes: vec![a.address.clone(), b.address.clone()],
+        lb: Some(lb),
+        ..a
+    }
+}
+
+/// One node on a fresh database whatever `COLLOQUY_TEST_TOPOLOGY` says, for tests that
+/// build their own cluster node by node ([`spawn_node`]).
+pub async fn spawn_single_node_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (db_name, db_config) = create_database().await;
     serve_on(db_name, db_config, configure).await
+}
+
+/// Whether the black-box tests run through a load balancer in front of two nodes
+/// (`COLLOQUY_TEST_TOPOLOGY=cluster`, scripts/test.sh's cluster section) instead of
+/// against one node.
+pub fn cluster_topology() -> bool {
+    std::env::var("COLLOQUY_TEST_TOPOLOGY").is_ok_and(|t| t == "cluster")
+}
+
+/// For a test that inspects one node (its memory, metrics or per-node budgets) and so cannot
+/// be run through a load balancer: in cluster topology, prints why it is skipped and returns
+/// `true` (the test then returns); otherwise `false`. docs/scale-out.md lists these tests.
+pub fn skip_in_cluster(reason: &str) -> bool {
+    if !cluster_topology() {
+        return false;
+    }
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
+    println!("SKIP in cluster topology: {name}: {reason}");
+    eprintln!("SKIP in cluster topology: {name}: {reason}");
+    true
+}
+
+/// For a test that counts what the nodes count each alone today (rate budgets, the
+/// suspicion detector's windows) until they count together in Redis (issue 17): skipped like
+/// [`skip_in_cluster`] unless `REDIS_URL` is set, which both nodes are then given.
+pub fn skip_in_cluster_without_shared_counters(reason: &str) -> bool {
+    let shared = std::env::var("REDIS_URL").is_ok_and(|u| !u.is_empty());
+    !shared && skip_in_cluster(reason)
+}
+
+/// A real HAProxy in front of the test's nodes. It runs under a small `sh` that stops it (and
+/// removes its directory) as soon as its standard input closes, which happens when this value
+/// is dropped and also when the test process dies any other way (a panic that aborts, a
+/// runner's kill -9), so no HAProxy outlives its test.
+struct LoadBalancer {
+    address: String,
+    guard: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl LoadBalancer {
+    async fn start(nodes: &[&str]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("colloquy-lb-{}", uuid::Uuid::new_v4().simple()));
+        let mut last_log = String::new();
+        // A free port can be taken by someone else before HAProxy binds it: try a few.
+        for _ in 0..5 {
+            // The guard removes the directory when HAProxy has stopped (also after a failed try).
+            std::fs::create_dir_all(&dir).expect("create the load balancer's directory");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let cfg = dir.join("haproxy.cfg");
+            let log = dir.join("haproxy.log");
+            std::fs::write(&cfg, haproxy_cfg(port, nodes)).expect("write haproxy.cfg");
+            let log_file = std::fs::File::create(&log).expect("create haproxy.log");
+            let guard = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(r#"haproxy -db -f "$1" </dev/null & hp=$!; read -r _; kill "$hp" 2>/dev/null; wait "$hp"; rm -rf "${1%/*}""#)
+                .arg("sh")
+                .arg(&cfg)
+                .stdin(std::process::Stdio::piped())
+                .stdout(log_file.try_clone().expect("clone the log file"))
+                .stderr(log_file)
+                .spawn()
+                .expect("start haproxy (COLLOQUY_TEST_TOPOLOGY=cluster needs it on PATH)");
+            let mut lb = Self {
+                address: format!("http://127.0.0.1:{port}"),
+                guard,
+                dir: dir.clone(),
+            };
+            if lb.wait_ready().await {
+                return lb;
+            }
+            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+            lb.stop();
+        }
+        panic!("HAProxy did not come up in front of {nodes:?}; its log: {last_log}");
+    }
+
+    /// Both nodes answer `/readyz` through HAProxy (two answers in a row, round-robin).
+    async fn wait_ready(&mut self) -> bool {
+        let client = Client::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut ok_in_a_row = 0;
+        while Instant::now() < deadline {
+            if matches!(self.guard.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            let ok = client
+                .get(format!("{}/readyz", self.address))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            ok_in_a_row = if ok { ok_in_a_row + 1 } else { 0 };
+            if ok_in_a_row >= 2 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(if ok { 10 } else { 50 })).await;
+        }
+        false
+    }
+
+    fn stop(&mut self) {
+        // Closing the guard's standard input makes it stop HAProxy and wait for it.
+        drop(self.guard.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.guard.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.guard.kill();
+        let _ = self.guard.wait();
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The test load balancer's configuration: scripts/cluster.sh's, with timeouts long enough
+/// for the streaming tests, no logging, and health checks that a busy test machine does not
+/// fail (the tests do not take nodes down).
+fn haproxy_cfg(port: u16, nodes: &[&str]) -> String {
+    let servers: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "    server n{i} {} check\n",
+                n.trim_start_matches("http://")
+            )
+        })
+        .collect();
+    format!(
+        "global
+    maxconn 2000
+
+defaults
+    mode http
+    option forwardfor
+    timeout connect 2s
+    timeout client 5m
+    timeout server 5m
+    timeout http-request 10s
+    timeout http-keep-alive 30s
+    retries 2
+    option redispatch
+
+frontend colloquy
+    bind 127.0.0.1:{port}
+    default_backend nodes
+
+backend nodes
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    timeout check 2s
+    default-server inter 500ms fastinter 250ms downinter 500ms fall 4 rise 1
+{servers}"
+    )
 }
 
 /// A fresh, empty database (not yet migrated): its name and connection settings.
@@ -83,7 +291,14 @@ pub async fn serve_on(
     db_config: tokio_postgres::Config,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let mut settings = Settings {
+    let mut settings = base_settings(&db_config);
+    configure(&mut settings);
+    serve_settings(db_name, db_config, settings).await
+}
+
+/// A test node's settings before the test changes them.
+fn base_settings(db_config: &tokio_postgres::Config) -> Settings {
+    Settings {
         database: DatabaseSettings {
             config: db_config.clone(),
             pool_size: 8,
@@ -97,8 +312,14 @@ pub async fn serve_on(
         key_tables: Default::default(),
         streams: Default::default(),
         cluster: Default::default(),
-    };
-    configure(&mut settings);
+    }
+}
+
+async fn serve_settings(
+    db_name: String,
+    db_config: tokio_postgres::Config,
+    settings: Settings,
+) -> TestApp {
     let app = Application::build(settings).await.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
@@ -107,6 +328,8 @@ pub async fn serve_on(
         db_name,
         db_config,
         client: Client::new(),
+        nodes: Vec::new(),
+        lb: None,
     }
 }
 

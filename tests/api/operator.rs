@@ -2,7 +2,9 @@
 //! replies and private notes, status and assignment, typing, erasing a visitor, the team's
 //! settings, and the visitor's unread count that operator replies raise.
 
-use crate::helpers::{assert_error, spawn_app, TestApp, TestTeam};
+use crate::helpers::{
+    assert_error, skip_in_cluster_without_shared_counters, spawn_app, TestApp, TestTeam,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -947,6 +949,11 @@ async fn allowed_widget_domains_take_effect_at_once() {
 
 #[actix_web::test]
 async fn patching_rate_limits_keeps_the_other_keys() {
+    if skip_in_cluster_without_shared_counters(
+        "counts a per-node rate budget; budgets shared by the nodes come with issue 17 (runs when REDIS_URL is set)",
+    ) {
+        return;
+    }
     let app = spawn_app().await;
     let (team, created) = app
         .create_team_json(json!({"rate_limits": {"read_distinct_id_per_minute": 77}}))

@@ -3,7 +3,8 @@
 //! and idempotent retries.
 
 use crate::helpers::{
-    assert_error, is_utc_micros, is_uuid, spawn_app, status_json, visitor, TestApp, TestTeam,
+    assert_error, is_utc_micros, is_uuid, skip_in_cluster, skip_in_cluster_without_shared_counters,
+    spawn_app, status_json, visitor, TestApp, TestTeam,
 };
 use serde_json::{json, Value};
 
@@ -810,6 +811,11 @@ async fn another_visitors_ticket_is_forbidden_for_posting_and_reading() {
 
 #[actix_web::test]
 async fn a_filled_honeypot_answers_like_success_but_stores_nothing_and_is_flagged() {
+    if skip_in_cluster(
+        "a honeypot hit blocks the sender's IP (all test traffic is 127.0.0.1); the other node applies that block at once on its notice, and the test's follow-up requests assume it is not in force yet, as on one node, which applies its own automatic blocks only at its 2-s refresh",
+    ) {
+        return;
+    }
     // Arrange
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -850,6 +856,11 @@ async fn a_filled_honeypot_answers_like_success_but_stores_nothing_and_is_flagge
 
 #[actix_web::test]
 async fn a_honeypot_follow_up_on_a_real_ticket_adds_nothing_to_it() {
+    if skip_in_cluster(
+        "a honeypot hit blocks the sender's IP (all test traffic is 127.0.0.1); the other node applies that block at once on its notice, and the test's follow-up requests assume it is not in force yet, as on one node, which applies its own automatic blocks only at its 2-s refresh",
+    ) {
+        return;
+    }
     // Arrange
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -1186,6 +1197,11 @@ async fn concurrent_identical_retries_store_exactly_one_message() {
 
 #[actix_web::test]
 async fn the_same_text_three_times_from_one_visitor_is_flagged_as_repeated() {
+    if skip_in_cluster_without_shared_counters(
+        "counts the suspicion detector's per-node window; windows shared by the nodes come with issue 17 (runs when REDIS_URL is set)",
+    ) {
+        return;
+    }
     // Arrange
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -1411,6 +1427,11 @@ async fn origin_hosts_are_compared_case_insensitively() {
 
 #[actix_web::test]
 async fn any_filled_honeypot_value_is_a_decoy() {
+    if skip_in_cluster(
+        "a honeypot hit blocks the sender's IP (all test traffic is 127.0.0.1); the other node applies that block at once on its notice, and the test's follow-up requests assume it is not in force yet, as on one node, which applies its own automatic blocks only at its 2-s refresh",
+    ) {
+        return;
+    }
     // Arrange
     let app = spawn_app().await;
     let team = app.create_team().await;
@@ -1590,6 +1611,11 @@ async fn a_wrong_method_on_a_widget_route_answers_in_the_error_shape() {
 
 #[actix_web::test]
 async fn a_refused_follow_up_never_changes_the_tickets_traits() {
+    if skip_in_cluster_without_shared_counters(
+        "counts a per-node rate budget; budgets shared by the nodes come with issue 17 (runs when REDIS_URL is set)",
+    ) {
+        return;
+    }
     // Arrange
     let app = spawn_app().await;
     let team = app

@@ -1,6 +1,9 @@
 //! The posthog-js surface, `/api/conversations/v1/widget/…`: what the SDK sends and needs.
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp, TestTeam};
+use crate::helpers::{
+    assert_error, skip_in_cluster_without_shared_counters, spawn_app, spawn_app_with, TestApp,
+    TestTeam,
+};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -358,6 +361,11 @@ async fn ticket_numbers_count_up_per_team_and_customer_messages_keep_a_resolved_
 
 #[actix_web::test]
 async fn reads_and_writes_have_separate_team_budgets_and_sessions_their_own() {
+    if skip_in_cluster_without_shared_counters(
+        "counts a per-node rate budget; budgets shared by the nodes come with issue 17 (runs when REDIS_URL is set)",
+    ) {
+        return;
+    }
     let app = spawn_app().await;
     let team = app
         .create_team_with(

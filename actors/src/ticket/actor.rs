@@ -431,8 +431,10 @@ impl TicketActor {
             return;
         }
         self.catching_up = true;
-        // Read before loading: what the load returns is current for this epoch.
+        // Read before loading: what the load returns is current for this epoch and has
+        // every change heard so far.
         let epoch = self.env.epoch();
+        let heard = self.view.changes_heard();
         let from = self.state.last_created_at;
         let store = Arc::clone(&self.env.store);
         let (team_id, ticket_id) = (self.state.team_id, self.state.id);
@@ -459,7 +461,11 @@ impl TicketActor {
         };
         ctx.wait(load.into_actor(self).map(move |res, act, ctx| {
             act.catching_up = false;
+            let loaded = matches!(res, Ok((Some(_), _)));
             act.finish_catch_up(from, epoch, res, ctx);
+            if loaded {
+                act.view.caught_up_to(heard);
+            }
             if std::mem::take(&mut act.catch_up_again) {
                 act.catch_up(ctx);
             }

@@ -70,6 +70,8 @@ impl TicketRouter {
     /// Another node changed this ticket: its live actor here, if any, catches up.
     pub fn changed_elsewhere(&self, ticket_id: Uuid) {
         if let Some(live) = self.live(ticket_id) {
+            // At once, not when the actor gets to it: reads skip the snapshot from now on.
+            live.view.mark_changed();
             if live.addr.try_send(CatchUp).is_err() {
                 self.env.stats.dropped();
             }
@@ -330,13 +332,18 @@ impl TicketRouter {
     ) -> Result<Option<Arc<View>>, TicketError> {
         // The common case, a live ticket, without cloning its actor's address and without
         // awaiting.
-        let view = match self.env.registry.view(ticket_id) {
-            Some(view) => view,
-            None => self.actor(team_id, ticket_id).await?.view.load(),
+        let (view, behind) = match self.env.registry.view(ticket_id) {
+            Some(seen) => seen,
+            None => {
+                let live = self.actor(team_id, ticket_id).await?;
+                (live.view.load(), live.view.behind())
+            }
         };
         self.env.stats.handled();
-        if view.epoch != self.env.epoch() {
-            return Ok(None); // not caught up since memory became trusted again
+        if view.epoch != self.env.epoch() || behind {
+            // Not caught up since memory became trusted again, or with a change another
+            // node announced.
+            return Ok(None);
         }
         view.check_access(team_id, visitor)?;
         Ok(Some(view))
@@ -346,7 +353,7 @@ impl TicketRouter {
     /// ticket without one is loaded from the database when needed.
     fn caught_up(&self, ticket_id: Uuid) -> bool {
         self.live(ticket_id)
-            .is_none_or(|l| l.view.load().epoch == self.env.epoch())
+            .is_none_or(|l| l.view.load().epoch == self.env.epoch() && !l.view.behind())
     }
 
     /// Lets every ticket actor commit what it has queued; new appends are refused.

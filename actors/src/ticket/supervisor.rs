@@ -56,13 +56,14 @@ impl Registry {
             .map(|l| l.value().clone())
     }
 
-    /// The live ticket's latest view, without cloning its actor's address (an atomic count
-    /// shared by every worker thread): the hot path of polls.
-    pub(super) fn view(&self, ticket_id: Uuid) -> Option<Arc<View>> {
+    /// The live ticket's latest view, and whether a change another node announced is not
+    /// in it yet, without cloning its actor's address (an atomic count shared by every
+    /// worker thread): the hot path of polls.
+    pub(super) fn view(&self, ticket_id: Uuid) -> Option<(Arc<View>, bool)> {
         self.map
             .get(&ticket_id)
             .filter(|l| l.addr.connected())
-            .map(|l| l.view.load())
+            .map(|l| (l.view.load(), l.view.behind()))
     }
 
     /// Whether the ticket has an entry at all, live or dead.

@@ -8,7 +8,10 @@ use super::{Recent, TicketError};
 use crate::domain::{TicketStatus, VisitorKey};
 use crate::store::{TicketFacts, TicketState};
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -100,6 +103,11 @@ pub(super) fn check_access(
 pub(super) struct ViewCell {
     current: ArcSwap<View>,
     read: AtomicBool,
+    /// Changes other nodes announced for this ticket, and how many of them the actor has
+    /// caught up with: while behind, the snapshot must not answer (a read that follows a
+    /// write through another node goes to the database instead of missing it).
+    heard: AtomicU64,
+    applied: AtomicU64,
 }
 
 impl ViewCell {
@@ -107,7 +115,29 @@ impl ViewCell {
         Self {
             current: ArcSwap::from_pointee(view),
             read: AtomicBool::new(false),
+            heard: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
         }
+    }
+
+    /// Another node changed the ticket: the snapshot is behind until the actor caught up.
+    pub(super) fn mark_changed(&self) {
+        self.heard.fetch_add(1, Release);
+    }
+
+    /// The changes heard so far (the actor takes it before loading what changed).
+    pub(super) fn changes_heard(&self) -> u64 {
+        self.heard.load(Acquire)
+    }
+
+    /// The actor has loaded everything up to the `heard` changes (after publishing).
+    pub(super) fn caught_up_to(&self, heard: u64) {
+        self.applied.fetch_max(heard, Release);
+    }
+
+    /// Whether a change made elsewhere is not in the snapshot yet.
+    pub(super) fn behind(&self) -> bool {
+        self.heard.load(Acquire) > self.applied.load(Acquire)
     }
 
     /// The latest snapshot, marking the ticket as in use.
