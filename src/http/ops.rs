@@ -1,4 +1,8 @@
 //! Operations: liveness, readiness and a look inside the actors.
+//!
+//! Longer than 500 lines for a reason: most of it is the typed answer of `/api/ops/actors`
+//! (one documented struct per counter group, from which the OpenAPI document is derived) and
+//! its conversions from the actors' counters, plus their tests; the handlers are short.
 
 use super::errors::{ApiError, FailureCause, Unauthorized, Unavailable};
 use super::extract::require_admin;

@@ -3,6 +3,9 @@
 //! written and tested once: the store locks the ticket's row, reads a [`TicketBefore`] from
 //! it, inserts the messages with their [`Stamp`]s and writes the [`TicketAfter`] — for a
 //! follow-up batch (`src/store/commit.rs`) and for a ticket's first message alike.
+//!
+//! Over 500 lines only because of its unit and property tests (the rules themselves are
+//! about 170 lines).
 
 use super::{assign_created_at, AuthorType, TicketStatus, Traits};
 use crate::store::NewMessage;

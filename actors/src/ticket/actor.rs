@@ -8,6 +8,10 @@
 //! [`super::TicketSupervisor`], which started it. When it goes idle, or its ticket is gone, it
 //! asks the supervisor to remove it from the registry and stops once that is done; after a
 //! restart it asks to be registered again.
+//!
+//! Longer than 500 lines for a reason: an actix actor's handlers must sit with the actor's
+//! state they change (the append queue, the batch in flight, catch-up and subscriptions), and
+//! splitting them across files would scatter one ordering argument over several rooms.
 
 use super::env::TicketEnv;
 use super::supervisor::{Retire, SupervisorLink};
