@@ -25,10 +25,14 @@ use crate::store::{
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+/// How soon an actor of a deleted ticket, restarted because its address was still held,
+/// stops again.
+const GONE_RESTOP: Duration = Duration::from_millis(50);
 
 /// Appends one message to the ticket, after checking the request may.
 #[derive(Debug, Message)]
@@ -590,6 +594,10 @@ impl Supervised for TicketActor {
         self.last_used = Instant::now();
         self.retiring = false;
         if self.gone {
+            // Its ticket was deleted and it is in no registry: actix restarted it only because
+            // something still held its address when it stopped. It answers "not found" to
+            // whatever that sends and stops again shortly, until nothing holds it.
+            ctx.run_later(GONE_RESTOP, |_, ctx| ctx.stop());
             return;
         }
         // Registered again if a retirement raced a request that still held our address.
