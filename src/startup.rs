@@ -65,23 +65,25 @@ impl Application {
             blocks.clone(),
         )
         .await?;
+        // The cluster's Redis (`REDIS_URL`), one handle for everything nodes count together:
+        // rate budgets (docs/scale-out.md) and spam windows (docs/spam-defence.md). Unset,
+        // each node counts and scores alone.
+        let redis = settings
+            .cluster
+            .redis_url
+            .as_deref()
+            .map(crate::cluster::redis::RedisHandle::connect)
+            .transpose()?;
+        let prefix = &settings.cluster.redis_prefix;
         let limiters = RateLimiters::new(
             settings.key_tables.rate_limit_keys_per_team,
-            crate::cluster::budgets::shared(&settings.cluster, &cluster)?,
+            crate::cluster::budgets::shared(redis.as_ref(), prefix, &cluster),
         );
-        // Spam windows shared by the nodes through Redis (docs/spam-defence.md); unset, the
-        // detector scores on this node's windows alone.
-        let spam_windows = match &settings.cluster.redis_url {
-            Some(url) => {
-                let redis = crate::cluster::spam_redis::SpamRedis::new(
-                    url,
-                    &settings.cluster.redis_prefix,
-                    node_id,
-                )?;
-                Some(Arc::new(redis) as Arc<dyn SharedWindows>)
-            }
-            None => None,
-        };
+        let spam_windows = redis.map(|redis| {
+            Arc::new(crate::cluster::spam_redis::SpamRedis::new(
+                redis, prefix, node_id,
+            )) as Arc<dyn SharedWindows>
+        });
         let state = AppState {
             store: pg.clone(),
             teams,

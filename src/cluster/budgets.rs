@@ -22,9 +22,6 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Where the budgets' keys start: `colloquy:rl:{team_id}:tier:key`.
-pub const KEY_PREFIX: &str = "colloquy:rl:";
-
 /// KEYS: the gate's keys, then the checks'. ARGV[1]: how many keys are the gate's; then per
 /// key its emission interval and tolerance (µs). Returns {1, before, after, …} for the
 /// checks' keys (before -1: the key did not exist), or {0, index, wait µs} on a refusal.
@@ -98,37 +95,40 @@ return 0
 /// Budgets in Redis, with the node registry's count of live nodes for the fallback.
 pub struct RedisBudgets {
     redis: RedisHandle,
+    /// `REDIS_PREFIX` + `rl:`: what every budget key starts with.
+    prefix: String,
     cluster: Cluster,
     calls: AtomicU64,
 }
 
 impl RedisBudgets {
-    /// Budgets on `redis`; `cluster` says how many nodes share them.
-    pub fn new(redis: RedisHandle, cluster: Cluster) -> Self {
+    /// Budgets on `redis` under keys starting with `prefix` (`REDIS_PREFIX`); `cluster` says
+    /// how many nodes share them.
+    pub fn new(redis: RedisHandle, prefix: &str, cluster: Cluster) -> Self {
         Self {
             redis,
+            prefix: format!("{prefix}rl:"),
             cluster,
             calls: AtomicU64::new(0),
         }
     }
 }
 
-/// The budgets nodes share when `REDIS_URL` is set (connecting in the background: a node
-/// starts while Redis is away, on local budgets); none without it.
+/// The budgets nodes share when the node has the cluster's Redis (`REDIS_URL`; its handle
+/// connects in the background, so a node starts while Redis is away, on local budgets);
+/// none without it.
 pub fn shared(
-    settings: &super::ClusterSettings,
+    redis: Option<&RedisHandle>,
+    prefix: &str,
     cluster: &Cluster,
-) -> anyhow::Result<Option<Arc<dyn SharedBudgets>>> {
-    let Some(url) = &settings.redis_url else {
-        return Ok(None);
-    };
-    let redis = RedisHandle::connect(url)?;
-    Ok(Some(Arc::new(RedisBudgets::new(redis, cluster.clone()))))
+) -> Option<Arc<dyn SharedBudgets>> {
+    let redis = redis?.clone();
+    Some(Arc::new(RedisBudgets::new(redis, prefix, cluster.clone())))
 }
 
 /// A check's key in Redis.
-fn key(team_id: Uuid, c: &RateCheck) -> String {
-    format!("{KEY_PREFIX}{{{team_id}}}:{}:{}", c.tier.as_str(), c.key)
+fn key(prefix: &str, team_id: Uuid, c: &RateCheck) -> String {
+    format!("{prefix}{{{team_id}}}:{}:{}", c.tier.as_str(), c.key)
 }
 
 /// GCRA's emission interval and tolerance in µs, as `rate_limiter::gcra` computes them.
@@ -152,7 +152,7 @@ impl SharedBudgets for RedisBudgets {
         checks: &[RateCheck],
     ) -> Result<Result<SharedCharge, RateRefusal>, SharedDown> {
         let all: Vec<&RateCheck> = gate.iter().chain(checks).collect();
-        let keys: Vec<String> = all.iter().map(|c| key(team_id, c)).collect();
+        let keys: Vec<String> = all.iter().map(|c| key(&self.prefix, team_id, c)).collect();
         let mut inv = CHECK.prepare_invoke();
         for k in &keys {
             inv.key(k);

@@ -2,29 +2,23 @@
 //! observes to the same windows and reads back what all nodes saw, so a spammer spread over
 //! the nodes by a load balancer is scored as one node would score him (docs/spam-defence.md).
 //!
-//! A small connection handle of its own: a lazily connecting `ConnectionManager` with short
-//! timeouts and a health flag. Each batch of observations is one Lua script call (and one
+//! It talks through the node's one [`RedisHandle`] (shared with the rate budgets: one
+//! connection, one health flag, one probe). Each batch of observations is one Lua script call (and one
 //! more when a rule fired); scripts are atomic, so two nodes never both report the same
 //! reason as new, nor both block one IP. Time is the Redis server's (`TIME`), so node clocks
 //! need not agree. Keys are `{prefix}sus:…` and expire with their window (10 minutes, a
 //! block's length for scores). Needs one Redis (not Redis Cluster: a script touches keys of
 //! many slots).
 
+use super::redis::RedisHandle;
 use async_trait::async_trait;
 use colloquy_actors::suspicion::shared::{
     ScoreOp, ScoreOutcome, SharedError, SharedWindows, WindowOp,
 };
 use colloquy_actors::suspicion::{BURST_SPAN, MAX_EVENTS, WINDOW};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Connecting may take this long before a call fails (and the node scores alone).
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// An answer may take this long.
-const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Appends to windows and answers their counts (see [`WindowOp`]). ARGV: window ms, burst ms,
 /// most events; then per key a kind (`c` count, `d` distinct, `o` burst open, `n` burst next)
@@ -121,51 +115,39 @@ pub struct SpamRedis {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    redis: RedisHandle,
     prefix: String,
     /// Distinguishes this process's events in counting windows (members must be unique).
     node: String,
     seq: AtomicU64,
-    healthy: AtomicBool,
     windows: Script,
     scores: Script,
 }
 
 impl SpamRedis {
-    /// A handle on `url` whose keys start with `prefix`; connects on first use (a Redis that
-    /// is away at start-up only means the node scores alone until it is there).
-    pub fn new(url: &str, prefix: &str, node: uuid::Uuid) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
-        Ok(Self {
+    /// Windows on the node's Redis under keys starting with `prefix` (`REDIS_PREFIX`); a Redis
+    /// that is away at start-up only means the node scores alone until it is there.
+    pub fn new(redis: RedisHandle, prefix: &str, node: uuid::Uuid) -> Self {
+        Self {
             inner: Arc::new(Inner {
-                conn,
+                redis,
                 prefix: format!("{prefix}sus:"),
                 node: node.simple().to_string(),
                 seq: AtomicU64::new(0),
-                healthy: AtomicBool::new(true),
                 windows: Script::new(WINDOWS_LUA),
                 scores: Script::new(SCORES_LUA),
             }),
-        })
+        }
     }
 
-    /// Whether the last call was answered.
+    /// Whether Redis answered the node's last call.
     pub fn healthy(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed)
+        self.inner.redis.is_healthy()
     }
+}
 
-    fn answered<T>(&self, res: redis::RedisResult<T>) -> Result<T, SharedError> {
-        self.inner.healthy.store(res.is_ok(), Ordering::Relaxed);
-        res.map_err(|e| SharedError(format!("redis: {e}")))
-    }
+fn answered<T>(res: redis::RedisResult<T>) -> Result<T, SharedError> {
+    res.map_err(|e| SharedError(format!("redis: {e}")))
 }
 
 #[async_trait]
@@ -188,9 +170,11 @@ impl SharedWindows for SpamRedis {
             };
             call.key(format!("{}{key}", i.prefix)).arg(kind).arg(member);
         }
-        let mut conn = i.conn.clone();
-        let res = call.invoke_async(&mut conn).await;
-        self.answered(res)
+        let res = i
+            .redis
+            .call(|mut conn| async move { call.invoke_async(&mut conn).await })
+            .await;
+        answered(res)
     }
 
     async fn score(&self, ops: Vec<ScoreOp>) -> Result<Vec<ScoreOutcome>, SharedError> {
@@ -210,10 +194,11 @@ impl SharedWindows for SpamRedis {
                 call.key(format!("{}{subject}", i.prefix));
             }
         }
-        let mut conn = i.conn.clone();
-        let res: redis::RedisResult<Vec<(i64, i64, i64, String)>> =
-            call.invoke_async(&mut conn).await;
-        let rows = self.answered(res)?;
+        let res: redis::RedisResult<Vec<(i64, i64, i64, String)>> = i
+            .redis
+            .call(|mut conn| async move { call.invoke_async(&mut conn).await })
+            .await;
+        let rows = answered(res)?;
         Ok(rows
             .into_iter()
             .map(|(best, new, block, reasons)| ScoreOutcome {
@@ -230,8 +215,11 @@ impl SharedWindows for SpamRedis {
     }
 
     async fn probe(&self) -> Result<(), SharedError> {
-        let mut conn = self.inner.conn.clone();
-        let res: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-        self.answered(res).map(|_| ())
+        let res: redis::RedisResult<String> = self
+            .inner
+            .redis
+            .call(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
+            .await;
+        answered(res).map(|_| ())
     }
 }
